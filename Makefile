@@ -1,0 +1,43 @@
+# irtune: `make run` runs the pipeline, `make test` runs the tests. Both set everything up.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Extra Hydra overrides for `make run` / `make params`, e.g.
+#   make run OVERRIDES="dataset.source=../shared/data/nfcorpus train.epochs=0"
+OVERRIDES ?=
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run params test lint ui clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies (only)
+
+params: $(STAMP) ## Compose conf/ (+ OVERRIDES) into params.yaml, as `dvc exp run` does
+	$(BIN)/python -m irtune.compose $(OVERRIDES)
+
+run: $(STAMP) ## Run the whole pipeline (dvc repro) on the config in conf/ (+ OVERRIDES)
+	$(BIN)/python -m irtune.compose $(OVERRIDES)
+	$(BIN)/dvc repro
+
+test: $(STAMP) ## Run the whole test suite, offline
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check src stages tests && $(BIN)/ruff format --check src stages tests
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## Remove the virtualenv
+	rm -rf $(VENV)

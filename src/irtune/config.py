@@ -1,0 +1,239 @@
+"""The one typed config schema of irtune.
+
+``params.yaml`` is composed from ``conf/`` by Hydra (DVC does this on ``dvc exp run``;
+``make params`` does it for plain ``dvc repro``). Every stage loads it through
+:func:`load_config`, which merges it onto the dataclasses below with OmegaConf's structured
+configs: an unknown key or a value of the wrong type fails at once, naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irtune.errors import ConfigError
+
+#: Losses the ``loss`` config group offers, by family. The MNRL family trains on
+#: (anchor, positive[, negative]) rows with in-batch negatives; the score family on
+#: (sentence1, sentence2, score) rows with a 0..1 label per pair.
+MNRL_FAMILY = ("mnrl", "cached_mnrl", "gist", "cached_gist")
+SCORE_FAMILY = ("cosent", "cosine")
+LOSSES = MNRL_FAMILY + SCORE_FAMILY
+
+
+@dataclass
+class DatasetConfig:
+    """Where the BEIR dataset comes from and which qrels splits play which role."""
+
+    name: str = "nfcorpus"
+    #: A Hugging Face hub id, an http(s) URL of a BEIR zip, or a local BEIR directory.
+    source: str = "BeIR/nfcorpus"
+    #: Hub id of the qrels dataset, used only when ``source`` is a hub id.
+    qrels_source: str = "BeIR/nfcorpus-qrels"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "test"
+
+
+@dataclass
+class ModelConfig:
+    """The bi-encoder to start from: a hub id or a local folder."""
+
+    base: str = "sentence-transformers/all-MiniLM-L6-v2"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LossConfig:
+    """One option of the ``loss`` config group."""
+
+    name: str = "mnrl"
+    #: Inverse temperature of the in-batch softmax (MNRL family) or of CoSENT.
+    scale: float = 20.0
+    #: Forward/backward chunk size of the cached (GradCache) losses.
+    mini_batch_size: int = 32
+    #: Guide model of the GIST losses; empty means the base model.
+    guide: str = ""
+    #: Softmax temperature of the GIST losses.
+    temperature: float = 0.01
+
+
+@dataclass
+class PrepareConfig:
+    """How the training rows are drawn from the train qrels."""
+
+    #: Number of (query, positive) pairs to keep, seeded; 0 keeps them all.
+    max_pairs: int = 0
+    seed: int = 42
+
+
+@dataclass
+class TrainConfig:
+    """The one learning-rate schedule the bi-encoder is trained with."""
+
+    #: Full epoch count, always from the base model. 0 passes the base model through.
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2.0e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_seq_length: int = 256
+    seed: int = 42
+    #: Log the training loss every this many optimizer steps.
+    logging_steps: int = 10
+    #: Evaluate on the dev split at each epoch end (an extra corpus encode per epoch).
+    eval_dev: bool = True
+
+
+@dataclass
+class EncodeConfig:
+    batch_size: int = 64
+
+
+@dataclass
+class IndexConfig:
+    #: ``flat`` (exact inner product), ``hnsw`` or ``ivf``.
+    type: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 64
+    ivf_nprobe: int = 8
+
+
+@dataclass
+class RetrieveConfig:
+    top_k: int = 100
+    batch_size: int = 64
+
+
+@dataclass
+class RerankConfig:
+    model: str = "cross-encoder/ms-marco-MiniLM-L6-v2"
+    #: Candidates per query to rescore; 0 passes the retrieval run through.
+    top_k: int = 100
+    batch_size: int = 32
+    max_length: int = 512
+    trust_remote_code: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    #: Cut-offs of the reported metrics (trec_eval semantics).
+    ndcg_k: int = 10
+    recall_k: int = 100
+    mrr_k: int = 10
+    map_k: int = 100
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    #: MLflow tracking URI. Empty: ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` at the repo root.
+    uri: str = ""
+    experiment: str = "irtune"
+
+
+@dataclass
+class Config:
+    """Everything ``params.yaml`` may hold."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+_CHOICES = {
+    "loss.name": LOSSES,
+    "index.type": ("flat", "hnsw", "ivf"),
+}
+_NON_NEGATIVE = ("prepare.max_pairs", "train.epochs", "rerank.top_k")
+_POSITIVE = ("train.batch_size", "train.max_seq_length", "retrieve.top_k", "encode.batch_size")
+
+
+def validate(raw: dict[str, Any], source: str = "params") -> Config:
+    """Validate a raw params mapping against the schema.
+
+    Args:
+        raw: The mapping read from ``params.yaml`` (or composed by Hydra).
+        source: Where ``raw`` came from, for error messages.
+
+    Returns:
+        The typed config, with defaults for keys ``raw`` leaves out.
+
+    Raises:
+        ConfigError: On an unknown key, a wrong type or an out-of-range value; the message
+            names the key.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: bad config key '{key}': {reason}") from None
+
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {list(choices)}")
+    for key in _NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{source}: '{key}' must be >= 0, got {_get(cfg, key)}")
+    for key in _POSITIVE:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{source}: '{key}' must be > 0, got {_get(cfg, key)}")
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate ``params.yaml``.
+
+    Args:
+        path: The composed params file.
+
+    Returns:
+        The typed config.
+
+    Raises:
+        ConfigError: If the file is missing, is not a YAML mapping, or fails validation.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run `make params` to compose it)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate(raw, source=str(path))
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Flatten the config to ``{"train.lr": 2e-05, ...}``, as logged to MLflow."""
+    from dataclasses import asdict
+
+    out: dict[str, Any] = {}
+    for section, values in asdict(cfg).items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)

@@ -1,0 +1,50 @@
+"""IR metrics with trec_eval semantics (pytrec_eval): graded NDCG, recall, MRR, MAP."""
+
+from __future__ import annotations
+
+from irtune.beir import Qrels
+from irtune.config import EvaluateConfig
+from irtune.io import Run
+from irtune.rerank import top_candidates
+
+
+def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
+    """Score ``run`` against graded ``qrels``.
+
+    MRR@k is trec_eval's ``recip_rank`` over the run cut to its top k (trec_eval has no cut
+    for it). Queries the run does not answer count as zero, as trec_eval's ``-c`` does, so a
+    run cannot look better by skipping hard queries.
+
+    Args:
+        qrels: Graded judgements of the evaluated split.
+        run: Scores per query.
+        cfg: The cut-offs.
+
+    Returns:
+        ``(means, per_query)``: metric name -> mean over judged queries, and
+        query id -> metric name -> value. Names carry no '@': ``ndcg_at_10``.
+    """
+    import pytrec_eval
+
+    names = {
+        f"ndcg_cut_{cfg.ndcg_k}": f"ndcg_at_{cfg.ndcg_k}",
+        f"recall_{cfg.recall_k}": f"recall_at_{cfg.recall_k}",
+        f"map_cut_{cfg.map_k}": f"map_at_{cfg.map_k}",
+    }
+    measures = {f"ndcg_cut.{cfg.ndcg_k}", f"recall.{cfg.recall_k}", f"map_cut.{cfg.map_k}"}
+    full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
+        top_candidates(run, cfg.mrr_k)
+    )
+    metric_names = [*names.values(), f"mrr_at_{cfg.mrr_k}"]
+    per_query: dict[str, dict[str, float]] = {}
+    for qid in sorted(qrels):
+        if not any(g > 0 for g in qrels[qid].values()):
+            continue  # a query with no relevant document has nothing to find
+        values = {names[m]: v for m, v in full.get(qid, {}).items() if m in names}
+        values[f"mrr_at_{cfg.mrr_k}"] = mrr.get(qid, {}).get("recip_rank", 0.0)
+        per_query[qid] = {m: round(values.get(m, 0.0), 6) for m in metric_names}
+    means = {
+        m: round(sum(q[m] for q in per_query.values()) / len(per_query), 6) for m in metric_names
+    }
+    return means, per_query

@@ -1,0 +1,167 @@
+"""MLflow tracking: one run per pipeline execution, logged by the evaluate stage.
+
+Everything a run holds is first written to a JSON record on disk (params, curves, metrics,
+tags); :func:`log_record` then sends it. Because the record is complete, the run is complete
+even when every upstream stage came from DVC's cache, and a record that could not be sent
+(store unreachable) can be sent later without losing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from irtune.config import Config, TrackingConfig, flatten
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "irtune.run_key"
+
+
+def repo_root() -> Path:
+    """The repository the pipeline belongs to.
+
+    Queued experiments run in a temporary copy of the repository; DVC points ``DVC_ROOT`` at
+    the original one, so their runs land in the same store as workspace runs.
+    """
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """The MLflow store: ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite
+    file ``mlflow.db`` at the repository root (an absolute path)."""
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit the workspace (or the experiment's temporary copy) is based on."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def build_record(
+    cfg: Config,
+    metrics: dict[str, dict[str, float]],
+    train_history: dict[str, Any],
+    artifacts: list[Path],
+) -> dict[str, Any]:
+    """Assemble everything one MLflow run holds.
+
+    Args:
+        cfg: The composed config; every key becomes a param.
+        metrics: ``{"retrieve": {...}, "rerank": {...}}`` as in ``metrics/eval.json``.
+        train_history: The train stage's summary and curves.
+        artifacts: Files to attach.
+
+    Returns:
+        A JSON-serialisable record; ``run_key`` identifies it across retries.
+    """
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    return {
+        "run_key": uuid.uuid4().hex,
+        "run_name": exp_name or f"workspace-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        "experiment": cfg.tracking.experiment,
+        "params": {k: str(v) for k, v in flatten(cfg).items()},
+        "tags": {
+            "git_commit": git_commit(),
+            "dvc_exp_name": exp_name,
+            "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+            "dataset": cfg.dataset.name,
+            "base_model": cfg.model.base,
+            "loss": cfg.loss.name,
+        },
+        "metrics": {
+            f"{run}.{name}": value for run, values in metrics.items() for name, value in values.items()
+        }
+        | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()},
+        "histories": _histories(train_history),
+        "artifacts": [str(p) for p in artifacts],
+    }
+
+
+def _histories(train_history: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """Metric series as ``name -> [[step, value], ...]``."""
+    series: dict[str, list[list[float]]] = {}
+    for point in train_history.get("loss_curve", []):
+        series.setdefault("train_loss", []).append([point["step"], point["loss"]])
+        series.setdefault("learning_rate", []).append([point["step"], point["learning_rate"]])
+    for point in train_history.get("dev_curve", []):
+        for key, value in point.items():
+            if key.startswith("dev_"):
+                series.setdefault(key, []).append([point["step"], value])
+    return series
+
+
+def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
+    """Send a record to MLflow as one run, unless a run with its ``run_key`` exists.
+
+    Returns:
+        The MLflow run id, or None if the store could not be reached (a warning says so; the
+        record on disk can be sent later with ``make sync``).
+    """
+    uri = tracking_uri(cfg)
+    try:
+        return _log(record, uri)
+    except Exception as exc:  # noqa: BLE001 - tracking must never fail the pipeline
+        log.warning("MLflow store %s unreachable (%s); metrics stay on disk", uri, exc)
+        return None
+
+
+def _log(record: dict[str, Any], uri: str) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(record["experiment"])
+    if experiment:
+        experiment_id = experiment.experiment_id
+    else:
+        # Artifacts beside a SQLite store, by absolute path: MLflow's default (./mlruns from
+        # the current folder) would put a queued experiment's files in its temporary copy.
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(record["experiment"], artifact_location=location)
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{record['run_key']}'"
+    )
+    if existing:
+        log.info("Run %s is already in %s", existing[0].info.run_id, uri)
+        return existing[0].info.run_id
+
+    tags = record["tags"] | {RUN_KEY_TAG: record["run_key"], "mlflow.runName": record["run_name"]}
+    run = client.create_run(experiment_id, run_name=record["run_name"], tags=tags)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in record["metrics"].items()]
+    metrics += [
+        Metric(name, float(value), now, int(step))
+        for name, points in record["histories"].items()
+        for step, value in points
+    ]
+    params = [Param(k, v) for k, v in record["params"].items()]
+    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    # log_batch takes at most 100 params and 1000 metrics a call.
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+    for path in record["artifacts"]:
+        if Path(path).exists():
+            client.log_artifact(run.info.run_id, path)
+    client.set_terminated(run.info.run_id)
+    log.info("Logged MLflow run %s (%s) to %s", run.info.run_id, record["run_name"], uri)
+    return run.info.run_id

@@ -1,0 +1,224 @@
+"""Fine-tune the bi-encoder with Sentence Transformers' trainer, from the base model, for
+the full epoch count, in one learning-rate schedule.
+
+Every experiment starts from ``model.base``: continuing training after a finished schedule
+restarts warmup and degrades the model, so a longer run is a new run with more epochs. The
+dev split is evaluated at each epoch end *inside* that schedule, which gives the per-epoch
+curve without ever training twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irtune.beir import BeirDataset, doc_text
+from irtune.config import MNRL_FAMILY, Config
+from irtune.errors import ConfigError
+from irtune.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run reports: a summary and the curves, in log order."""
+
+    summary: dict[str, float] = field(default_factory=dict)
+    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    dev_curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def load_bi_encoder(name_or_path: str, trust_remote_code: bool = False, **kwargs: Any):
+    """Load a SentenceTransformer from the hub or a local folder.
+
+    Raises:
+        ConfigError: If a local folder holds no loadable model.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
+
+
+def build_loss(cfg: Config, model):
+    """The loss the ``loss`` config group names, wrapped around ``model``."""
+    from sentence_transformers.sentence_transformer import losses
+
+    name = cfg.loss.name
+    if name == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, scale=cfg.loss.scale)
+    if name == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, scale=cfg.loss.scale, mini_batch_size=cfg.loss.mini_batch_size
+        )
+    if name in ("gist", "cached_gist"):
+        # The guide (by default the untouched base model) masks in-batch negatives it finds
+        # more similar to the anchor than the positive: NFCorpus' many shared positives.
+        guide = load_bi_encoder(
+            cfg.loss.guide or cfg.model.base, trust_remote_code=cfg.model.trust_remote_code
+        )
+        guide.max_seq_length = cfg.train.max_seq_length
+        if name == "gist":
+            return losses.GISTEmbedLoss(model, guide, temperature=cfg.loss.temperature)
+        return losses.CachedGISTEmbedLoss(
+            model, guide, temperature=cfg.loss.temperature, mini_batch_size=cfg.loss.mini_batch_size
+        )
+    if name == "cosent":
+        return losses.CoSENTLoss(model, scale=cfg.loss.scale)
+    if name == "cosine":
+        return losses.CosineSimilarityLoss(model)
+    raise ConfigError(f"loss.name: unknown loss {name!r}")
+
+
+def dev_evaluator(dataset: BeirDataset, cfg: Config):
+    """An IR evaluator over the dev split and the whole corpus."""
+    from sentence_transformers.sentence_transformer.evaluation import (
+        InformationRetrievalEvaluator,
+    )
+
+    qrels = dataset.qrels[cfg.dataset.dev_split]
+    return InformationRetrievalEvaluator(
+        queries=dataset.split_queries(cfg.dataset.dev_split),
+        corpus={did: doc_text(doc) for did, doc in dataset.corpus.items()},
+        relevant_docs={qid: {d for d, g in docs.items() if g > 0} for qid, docs in qrels.items()},
+        ndcg_at_k=[cfg.evaluate.ndcg_k],
+        mrr_at_k=[cfg.evaluate.mrr_k],
+        map_at_k=[cfg.evaluate.map_k],
+        precision_recall_at_k=[cfg.evaluate.recall_k],
+        accuracy_at_k=[1],
+        batch_size=cfg.encode.batch_size,
+        name="dev",
+        write_csv=False,
+    )
+
+
+def train(
+    rows: list[dict[str, Any]],
+    dataset: BeirDataset,
+    cfg: Config,
+    out_dir: Path,
+    work_dir: Path,
+) -> TrainResult:
+    """Train from ``model.base`` and save the final model to ``out_dir``, atomically.
+
+    Args:
+        rows: Training rows from the prepare stage.
+        dataset: The BEIR dataset (the dev split and corpus feed the per-epoch evaluation).
+        cfg: The whole config.
+        out_dir: Where the trained SentenceTransformer goes.
+        work_dir: Scratch space for the trainer.
+
+    Returns:
+        The summary and the loss and dev curves.
+    """
+    import datasets
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    # 1. The base model, with the sequence length the whole experiment uses.
+    model = load_bi_encoder(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
+    model.max_seq_length = cfg.train.max_seq_length
+    result = TrainResult()
+
+    # 2. Zero epochs: the base model itself, so zero-shot baselines run through the same DAG.
+    if cfg.train.epochs == 0:
+        log.info("train.epochs=0: passing the base model %s through", cfg.model.base)
+        with atomic_path(out_dir) as tmp:
+            model.save(str(tmp))
+        result.summary = {"epochs": 0, "steps": 0, "train_rows": 0}
+        return result
+
+    # 3. The loss and its data. The MNRL family treats every other in-batch positive as a
+    #    negative, so a batch must not hold the same text twice: the no-duplicates sampler.
+    loss = build_loss(cfg, model)
+    train_dataset = datasets.Dataset.from_list(rows)
+    sampler = (
+        BatchSamplers.NO_DUPLICATES if cfg.loss.name in MNRL_FAMILY else BatchSamplers.BATCH_SAMPLER
+    )
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=cfg.train.epochs,
+        per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=cfg.train.lr,
+        warmup_steps=cfg.train.warmup_ratio,  # a float below 1 is a ratio of all steps
+        weight_decay=cfg.train.weight_decay,
+        seed=cfg.train.seed,
+        data_seed=cfg.train.seed,
+        batch_sampler=sampler,
+        eval_strategy="epoch" if cfg.train.eval_dev else "no",
+        save_strategy="no",
+        logging_steps=cfg.train.logging_steps,
+        logging_first_step=True,
+        report_to="none",  # MLflow logging happens once per pipeline run, in evaluate
+        dataloader_drop_last=False,
+    )
+
+    # 4. Train, evaluating on dev at each epoch end inside the one schedule.
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        evaluator=dev_evaluator(dataset, cfg) if cfg.train.eval_dev else None,
+    )
+    log.info(
+        "Training %s with %s on %d rows for %d epoch(s), batch %d",
+        cfg.model.base, cfg.loss.name, len(rows), cfg.train.epochs, cfg.train.batch_size,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+
+    # 5. Save, then report what happened.
+    with atomic_path(out_dir) as tmp:
+        model.save(str(tmp))
+    log.info("Saved the trained model to %s", out_dir)
+    result.loss_curve, result.dev_curve = split_history(trainer.state.log_history)
+    result.summary = {
+        "epochs": cfg.train.epochs,
+        "steps": trainer.state.global_step,
+        "train_rows": len(rows),
+        "train_loss": round(float(output.training_loss), 6),
+    }
+    if result.dev_curve:
+        result.summary.update(
+            {k: v for k, v in result.dev_curve[-1].items() if k.startswith("dev_")}
+        )
+    log.info("Trained %d steps in %.1fs", trainer.state.global_step, seconds)
+    return result
+
+
+def split_history(history: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Split the trainer's log history into a loss curve and a dev-metric curve.
+
+    Evaluator keys such as ``eval_dev_cosine_ndcg@10`` become ``dev_ndcg_at_10``.
+    """
+    loss_curve, dev_curve = [], []
+    for entry in history:
+        if "loss" in entry:
+            loss_curve.append(
+                {"step": entry["step"], "epoch": round(entry["epoch"], 4),
+                 "loss": round(float(entry["loss"]), 6),
+                 "learning_rate": float(entry.get("learning_rate", 0.0))}
+            )
+        dev = {
+            _metric_name(k): round(float(v), 6)
+            for k, v in entry.items()
+            if k.startswith("eval_dev_cosine_")
+        }
+        if dev:
+            dev_curve.append({"step": entry["step"], "epoch": round(entry["epoch"], 4), **dev})
+    return loss_curve, dev_curve
+
+
+def _metric_name(key: str) -> str:
+    # eval_dev_cosine_ndcg@10 -> dev_ndcg_at_10; metric names carry no '@'.
+    name = key.removeprefix("eval_dev_cosine_")
+    return "dev_" + re.sub(r"@(\d+)", r"_at_\1", name)

@@ -1,0 +1,27 @@
+"""Stage encode: embed every corpus document with the trained bi-encoder."""
+
+from pathlib import Path
+
+from irtune.beir import find_file, read_corpus
+from irtune.encode import encode_corpus, write_embeddings
+from irtune.stage import run_stage, stage_parser
+from irtune.train import load_bi_encoder
+
+
+def build_parser():
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus)")
+    parser.add_argument("--model", type=Path, required=True, help="trained model folder")
+    parser.add_argument("--out", type=Path, required=True, help="embeddings folder")
+    return parser
+
+
+def main(args, cfg):
+    corpus = read_corpus(find_file(args.data, "corpus.jsonl"))
+    model = load_bi_encoder(str(args.model), trust_remote_code=cfg.model.trust_remote_code)
+    embeddings = encode_corpus(model, corpus, cfg.encode.batch_size)
+    write_embeddings(embeddings, list(corpus), args.out)
+
+
+if __name__ == "__main__":
+    run_stage("encode", build_parser(), main)

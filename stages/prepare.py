@@ -1,0 +1,28 @@
+"""Stage prepare: build the training rows the chosen loss needs from the train qrels."""
+
+from pathlib import Path
+
+from irtune.beir import read_beir
+from irtune.io import write_json
+from irtune.prepare import build_rows, write_rows
+from irtune.stage import run_stage, stage_parser
+
+
+def build_parser():
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="BEIR folder")
+    parser.add_argument("--out", type=Path, required=True, help="training rows (JSON lines)")
+    parser.add_argument("--metrics", type=Path, required=True, help="row counts (JSON)")
+    return parser
+
+
+def main(args, cfg):
+    dataset = read_beir(args.data, [cfg.dataset.train_split, cfg.dataset.dev_split,
+                                    cfg.dataset.test_split])
+    rows = build_rows(dataset, cfg)
+    write_rows(rows, args.out)
+    write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})
+
+
+if __name__ == "__main__":
+    run_stage("prepare", build_parser(), main)
