@@ -17,8 +17,9 @@ def build_parser():
 
 
 def main(args, cfg):
-    dataset = read_beir(args.data, [cfg.dataset.train_split, cfg.dataset.dev_split,
-                                    cfg.dataset.test_split])
+    dataset = read_beir(
+        args.data, [cfg.dataset.train_split, cfg.dataset.dev_split, cfg.dataset.test_split]
+    )
     rows = build_rows(dataset, cfg)
     write_rows(rows, args.out)
     write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})

@@ -27,10 +27,17 @@ def main(args, cfg):
             shutil.copyfile(args.run, tmp)
         return
     dataset = read_beir(args.data, [cfg.dataset.test_split])
-    model = load_cross_encoder(cfg.rerank.model, cfg.rerank.max_length,
-                               trust_remote_code=cfg.rerank.trust_remote_code)
-    run = rerank(model, read_trec_run(args.run), dataset.queries, dataset.corpus,
-                 cfg.rerank.top_k, cfg.rerank.batch_size)
+    model = load_cross_encoder(
+        cfg.rerank.model, cfg.rerank.max_length, trust_remote_code=cfg.rerank.trust_remote_code
+    )
+    run = rerank(
+        model,
+        read_trec_run(args.run),
+        dataset.queries,
+        dataset.corpus,
+        cfg.rerank.top_k,
+        cfg.rerank.batch_size,
+    )
     write_trec_run(args.out, run, tag="irtune-rerank")
 
 

@@ -23,8 +23,14 @@ def main(args, cfg):
     dataset = read_beir(args.data, [cfg.dataset.test_split])
     index, doc_ids = read_index(args.index)
     model = load_bi_encoder(str(args.model), trust_remote_code=cfg.model.trust_remote_code)
-    run = dense_search(model, index, doc_ids, dataset.split_queries(cfg.dataset.test_split),
-                       cfg.retrieve.top_k, cfg.retrieve.batch_size)
+    run = dense_search(
+        model,
+        index,
+        doc_ids,
+        dataset.split_queries(cfg.dataset.test_split),
+        cfg.retrieve.top_k,
+        cfg.retrieve.batch_size,
+    )
     write_trec_run(args.out, run, tag="irtune-dense")
 
 

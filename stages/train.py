@@ -16,8 +16,12 @@ def build_parser():
     parser.add_argument("--data", type=Path, required=True, help="BEIR folder (dev split)")
     parser.add_argument("--rows", type=Path, required=True, help="training rows (JSON lines)")
     parser.add_argument("--out", type=Path, required=True, help="trained model folder")
-    parser.add_argument("--history", type=Path, required=True,
-                        help="summary, loss curve and per-epoch dev curve (JSON)")
+    parser.add_argument(
+        "--history",
+        type=Path,
+        required=True,
+        help="summary, loss curve and per-epoch dev curve (JSON)",
+    )
     return parser
 
 

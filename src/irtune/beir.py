@@ -101,8 +101,11 @@ def read_queries(path: Path) -> Queries:
     return {qid: obj["text"] for qid, obj in _read_jsonl(path, "_id", ("text",))}
 
 
-def read_qrels(path: Path) -> Qrels:
-    """Read a BEIR qrels file (``query-id  corpus-id  score``, optional header line)."""
+def read_qrels(path: Path, queries: Queries | None = None, corpus: Corpus | None = None) -> Qrels:
+    """Read a BEIR qrels file (``query-id  corpus-id  score``, optional header line).
+
+    If ``queries`` or ``corpus`` is given, every row must name a query or doc held there.
+    """
     qrels: Qrels = {}
     with _open(path) as fh:
         for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
@@ -111,8 +114,14 @@ def read_qrels(path: Path) -> Qrels:
             if lineno == 1 and row[0] == "query-id":
                 continue
             if len(row) != 3:
-                raise DataError(f"{path}:{lineno}: expected 3 tab-separated columns, got {len(row)}")
+                raise DataError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns, got {len(row)}"
+                )
             qid, did, score = row
+            if queries is not None and qid not in queries:
+                raise DataError(f"{path}:{lineno}: query '{qid}' is not in the queries file")
+            if corpus is not None and did not in corpus:
+                raise DataError(f"{path}:{lineno}: doc '{did}' (query '{qid}') is not in corpus")
             try:
                 qrels.setdefault(qid, {})[did] = int(score)
             except ValueError:
@@ -141,15 +150,9 @@ def read_beir(root: str | Path, splits: list[str]) -> BeirDataset:
     qrels: dict[str, Qrels] = {}
     for split in splits:
         path = find_file(root / "qrels", f"{split}.tsv")
-        split_qrels = read_qrels(path)
+        split_qrels = read_qrels(path, queries, corpus)
         if not split_qrels:
             raise DataError(f"{path}: split '{split}' has no queries")
-        for qid, docs in split_qrels.items():
-            if qid not in queries:
-                raise DataError(f"{path}: query '{qid}' is not in the queries file")
-            unknown = next((did for did in docs if did not in corpus), None)
-            if unknown is not None:
-                raise DataError(f"{path}: doc '{unknown}' (query '{qid}') is not in the corpus")
         qrels[split] = split_qrels
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
 

@@ -30,8 +30,9 @@ def compose(overrides: list[str], root: Path = Path("."), output: str = "params.
     from irtune.config import load_config
 
     out = root / output
-    compose_and_dump(out, str((root / "conf").resolve()), None, "config", str(root.resolve()),
-                     overrides)
+    compose_and_dump(
+        out, str((root / "conf").resolve()), None, "config", str(root.resolve()), overrides
+    )
     load_config(out)
     return out
 

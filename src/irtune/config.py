@@ -65,7 +65,22 @@ class PrepareConfig:
 
     #: Number of (query, positive) pairs to keep, seeded; 0 keeps them all.
     max_pairs: int = 0
+    #: Cap on positives per query (applied before max_pairs); 0 = no cap.
+    max_pairs_per_query: int = 0
     seed: int = 42
+    #: ``none``, ``random`` or ``mined`` (hard negatives from the base model).
+    negatives: str = "none"
+    num_negatives: int = 1
+    #: Mining: the model ("" = model.base), the rank window and the NV-Retriever margin.
+    mine_model: str = ""
+    mine_range_min: int = 0
+    mine_range_max: int = 50
+    mine_relative_margin: float = 0.05
+    #: Score-family labels: ``graded`` (qrels grade, negatives 0) or ``cross_encoder``.
+    labels: str = "graded"
+    #: Cross-encoder for labels ("" = rerank.model) and how many top docs it scores per query.
+    label_model: str = ""
+    label_top_k: int = 10
 
 
 @dataclass
@@ -124,6 +139,10 @@ class EvaluateConfig:
     recall_k: int = 100
     mrr_k: int = 10
     map_k: int = 100
+    #: Compare both runs per query with the zero-shot base model (paired t-test).
+    baseline: bool = True
+    #: Significance level of the verdicts.
+    alpha: float = 0.05
 
 
 @dataclass
@@ -154,9 +173,23 @@ class Config:
 _CHOICES = {
     "loss.name": LOSSES,
     "index.type": ("flat", "hnsw", "ivf"),
+    "prepare.negatives": ("none", "random", "mined"),
+    "prepare.labels": ("graded", "cross_encoder"),
 }
-_NON_NEGATIVE = ("prepare.max_pairs", "train.epochs", "rerank.top_k")
-_POSITIVE = ("train.batch_size", "train.max_seq_length", "retrieve.top_k", "encode.batch_size")
+_NON_NEGATIVE = (
+    "prepare.max_pairs",
+    "prepare.max_pairs_per_query",
+    "train.epochs",
+    "rerank.top_k",
+)
+_POSITIVE = (
+    "train.batch_size",
+    "train.max_seq_length",
+    "retrieve.top_k",
+    "encode.batch_size",
+    "prepare.num_negatives",
+    "prepare.label_top_k",
+)
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Config:
@@ -194,6 +227,12 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
     for key in _POSITIVE:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {_get(cfg, key)}")
+    if cfg.loss.name in SCORE_FAMILY and cfg.prepare.negatives == "none":
+        # With positives alone every label is equal and a score loss has nothing to learn.
+        raise ConfigError(
+            f"{source}: loss '{cfg.loss.name}' needs negatives: set 'prepare.negatives' to "
+            "random or mined"
+        )
     return cfg
 
 

@@ -48,3 +48,46 @@ def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str,
         m: round(sum(q[m] for q in per_query.values()) / len(per_query), 6) for m in metric_names
     }
     return means, per_query
+
+
+def compare(
+    per_query: dict[str, dict[str, float]],
+    baseline: dict[str, dict[str, float]],
+    alpha: float,
+) -> dict[str, dict[str, float | str]]:
+    """Compare a run with a baseline per query: a paired two-sided t-test for each metric.
+
+    Both must hold the same queries (evaluate_run scores every judged query, so they do).
+
+    Args:
+        per_query: The run's per-query metrics.
+        baseline: The baseline's per-query metrics.
+        alpha: Significance level of the verdict.
+
+    Returns:
+        metric -> ``{"value", "baseline", "delta", "p_value", "verdict"}``, where verdict is
+        ``better``, ``worse`` or ``no significant difference``.
+    """
+    from scipy.stats import ttest_rel
+
+    qids = sorted(per_query)
+    if qids != sorted(baseline):
+        raise ValueError("the run and the baseline were scored on different queries")
+    out: dict[str, dict[str, float | str]] = {}
+    for metric in per_query[qids[0]]:
+        ours = [per_query[q][metric] for q in qids]
+        theirs = [baseline[q][metric] for q in qids]
+        delta = sum(ours) / len(qids) - sum(theirs) / len(qids)
+        # Identical per-query values: no difference at all (the t statistic is undefined).
+        p = 1.0 if ours == theirs else float(ttest_rel(ours, theirs).pvalue)
+        verdict = "no significant difference"
+        if p < alpha:
+            verdict = "better" if delta > 0 else "worse"
+        out[metric] = {
+            "value": round(sum(ours) / len(qids), 6),
+            "baseline": round(sum(theirs) / len(qids), 6),
+            "delta": round(delta, 6),
+            "p_value": round(p, 6),
+            "verdict": verdict,
+        }
+    return out

@@ -20,7 +20,9 @@ def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bo
     from sentence_transformers import CrossEncoder
 
     try:
-        return CrossEncoder(name_or_path, max_length=max_length, trust_remote_code=trust_remote_code)
+        return CrossEncoder(
+            name_or_path, max_length=max_length, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
 

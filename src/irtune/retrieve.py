@@ -13,8 +13,9 @@ from irtune.io import Run
 log = logging.getLogger(__name__)
 
 
-def dense_search(model, index, doc_ids: list[str], queries: Queries, top_k: int,
-                 batch_size: int) -> Run:
+def dense_search(
+    model, index, doc_ids: list[str], queries: Queries, top_k: int, batch_size: int
+) -> Run:
     """Retrieve the ``top_k`` nearest documents of every query.
 
     A ``top_k`` larger than the corpus is clamped to the corpus size, with a warning: every
@@ -29,8 +30,11 @@ def dense_search(model, index, doc_ids: list[str], queries: Queries, top_k: int,
     qids = list(queries)
     log.info("Encoding %d queries", len(qids))
     emb = model.encode(
-        [queries[q] for q in qids], batch_size=batch_size, normalize_embeddings=True,
-        convert_to_numpy=True, show_progress_bar=False,
+        [queries[q] for q in qids],
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
     ).astype(np.float32)
     if emb.shape[1] != index.d:
         raise DataError(

@@ -20,8 +20,12 @@ log = logging.getLogger("irtune")
 def stage_parser(doc: str | None) -> argparse.ArgumentParser:
     """A parser with the option every stage takes: ``--params``."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="composed params file (default: params.yaml)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="composed params file (default: params.yaml)",
+    )
     return parser
 
 

@@ -56,6 +56,7 @@ def git_commit() -> str:
 def build_record(
     cfg: Config,
     metrics: dict[str, dict[str, float]],
+    significance: dict[str, Any],
     train_history: dict[str, Any],
     artifacts: list[Path],
 ) -> dict[str, Any]:
@@ -64,6 +65,8 @@ def build_record(
     Args:
         cfg: The composed config; every key becomes a param.
         metrics: ``{"retrieve": {...}, "rerank": {...}}`` as in ``metrics/eval.json``.
+        significance: The comparison with the baseline (``metrics/significance.json``);
+            each p-value and delta becomes a metric, each verdict a tag.
         train_history: The train stage's summary and curves.
         artifacts: Files to attach.
 
@@ -71,6 +74,7 @@ def build_record(
         A JSON-serialisable record; ``run_key`` identifies it across retries.
     """
     exp_name = os.environ.get("DVC_EXP_NAME", "")
+    compared = {run: significance[run] for run in ("retrieve", "rerank") if run in significance}
     return {
         "run_key": uuid.uuid4().hex,
         "run_name": exp_name or f"workspace-{datetime.now(UTC):%Y%m%d-%H%M%S}",
@@ -83,11 +87,24 @@ def build_record(
             "dataset": cfg.dataset.name,
             "base_model": cfg.model.base,
             "loss": cfg.loss.name,
+        }
+        | {
+            f"verdict.{run}.{m}": r["verdict"]
+            for run, res in compared.items()
+            for m, r in res.items()
         },
         "metrics": {
-            f"{run}.{name}": value for run, values in metrics.items() for name, value in values.items()
+            f"{run}.{name}": value
+            for run, values in metrics.items()
+            for name, value in values.items()
         }
-        | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()},
+        | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()}
+        | {
+            f"{run}.{m}_{key}": r[key]
+            for run, res in compared.items()
+            for m, r in res.items()
+            for key in ("delta", "p_value")
+        },
         "histories": _histories(train_history),
         "artifacts": [str(p) for p in artifacts],
     }
@@ -116,7 +133,7 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
     uri = tracking_uri(cfg)
     try:
         return _log(record, uri)
-    except Exception as exc:  # noqa: BLE001 - tracking must never fail the pipeline
+    except Exception as exc:
         log.warning("MLflow store %s unreachable (%s); metrics stay on disk", uri, exc)
         return None
 

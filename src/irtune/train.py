@@ -119,7 +119,10 @@ def train(
         The summary and the loss and dev curves.
     """
     import datasets
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
 
     # 1. The base model, with the sequence length the whole experiment uses.
@@ -170,7 +173,11 @@ def train(
     )
     log.info(
         "Training %s with %s on %d rows for %d epoch(s), batch %d",
-        cfg.model.base, cfg.loss.name, len(rows), cfg.train.epochs, cfg.train.batch_size,
+        cfg.model.base,
+        cfg.loss.name,
+        len(rows),
+        cfg.train.epochs,
+        cfg.train.batch_size,
     )
     start = time.perf_counter()
     output = trainer.train()
@@ -204,9 +211,12 @@ def split_history(history: list[dict[str, Any]]) -> tuple[list[dict], list[dict]
     for entry in history:
         if "loss" in entry:
             loss_curve.append(
-                {"step": entry["step"], "epoch": round(entry["epoch"], 4),
-                 "loss": round(float(entry["loss"]), 6),
-                 "learning_rate": float(entry.get("learning_rate", 0.0))}
+                {
+                    "step": entry["step"],
+                    "epoch": round(entry["epoch"], 4),
+                    "loss": round(float(entry["loss"]), 6),
+                    "learning_rate": float(entry.get("learning_rate", 0.0)),
+                }
             )
         dev = {
             _metric_name(k): round(float(v), 6)

@@ -1,0 +1,54 @@
+"""Stage baseline: the zero-shot base model's dense run on the test queries.
+
+Every experiment's runs are compared with it per query (paired t-test in evaluate). It
+depends only on the data and the base model, so DVC computes it once and reuses it across
+experiments.
+"""
+
+import logging
+from pathlib import Path
+
+from irtune.beir import read_beir
+from irtune.config import IndexConfig
+from irtune.encode import encode_corpus
+from irtune.index import build_index
+from irtune.io import atomic_path, write_trec_run
+from irtune.retrieve import dense_search
+from irtune.stage import run_stage, stage_parser
+from irtune.train import load_bi_encoder
+
+log = logging.getLogger(__name__)
+
+
+def build_parser():
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="BEIR folder")
+    parser.add_argument("--out", type=Path, required=True, help="baseline TREC run")
+    return parser
+
+
+def main(args, cfg):
+    if not cfg.evaluate.baseline:
+        log.info("evaluate.baseline=false: writing an empty baseline run")
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("", encoding="utf-8")
+        return
+    dataset = read_beir(args.data, [cfg.dataset.test_split])
+    # The base model exactly as published (its own max_seq_length): the true zero-shot.
+    model = load_bi_encoder(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
+    index = build_index(
+        encode_corpus(model, dataset.corpus, cfg.encode.batch_size), IndexConfig(type="flat")
+    )
+    run = dense_search(
+        model,
+        index,
+        list(dataset.corpus),
+        dataset.split_queries(cfg.dataset.test_split),
+        cfg.retrieve.top_k,
+        cfg.retrieve.batch_size,
+    )
+    write_trec_run(args.out, run, tag="irtune-zero-shot")
+
+
+if __name__ == "__main__":
+    run_stage("baseline", build_parser(), main)
