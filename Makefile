@@ -10,7 +10,7 @@ OVERRIDES ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run params test lint ui clean
+.PHONY: help install run params test lint sync ui clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: $(STAMP) ## Run the whole test suite, offline
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src stages tests && $(BIN)/ruff format --check src stages tests
+
+sync: $(STAMP) ## Log to MLflow the runs that could not be logged when they ran
+	$(BIN)/python -m irtune.sync
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

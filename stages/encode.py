@@ -18,7 +18,11 @@ def build_parser():
 
 def main(args, cfg):
     corpus = read_corpus(find_file(args.data, "corpus.jsonl"))
-    model = load_bi_encoder(str(args.model), trust_remote_code=cfg.model.trust_remote_code)
+    model = load_bi_encoder(
+        str(args.model),
+        trust_remote_code=cfg.model.trust_remote_code,
+        max_seq_length=cfg.encode.max_seq_length,
+    )
     embeddings = encode_corpus(model, corpus, cfg.encode.batch_size)
     write_embeddings(embeddings, list(corpus), args.out)
 

@@ -104,6 +104,9 @@ class TrainConfig:
 @dataclass
 class EncodeConfig:
     batch_size: int = 64
+    #: Truncation when encoding documents and queries; 0 keeps the trained model's
+    #: (train.max_seq_length). Training short and encoding long is a cheap CPU recipe.
+    max_seq_length: int = 0
 
 
 @dataclass
@@ -120,6 +123,19 @@ class IndexConfig:
 class RetrieveConfig:
     top_k: int = 100
     batch_size: int = 64
+    #: ``dense`` (the bi-encoder's index), ``bm25`` or ``hybrid`` (both runs, fused).
+    mode: str = "dense"
+    #: BM25 (Lucene variant, English stemmer and stopwords); bm25s's defaults.
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    #: Hybrid fusion: ``wsum`` (weighted sum of min-max normalised scores) or ``rrf``.
+    fusion: str = "wsum"
+    #: wsum's dense weights to try (BM25 gets 1 - w); the best dev NDCG is applied to test.
+    fusion_weights: list[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    )
+    #: RRF's k values to try, chosen on dev like ``fusion_weights``.
+    rrf_ks: list[int] = field(default_factory=lambda: [10, 20, 60])
 
 
 @dataclass
@@ -175,12 +191,16 @@ _CHOICES = {
     "index.type": ("flat", "hnsw", "ivf"),
     "prepare.negatives": ("none", "random", "mined"),
     "prepare.labels": ("graded", "cross_encoder"),
+    "retrieve.mode": ("dense", "bm25", "hybrid"),
+    "retrieve.fusion": ("wsum", "rrf"),
 }
 _NON_NEGATIVE = (
+    "encode.max_seq_length",
     "prepare.max_pairs",
     "prepare.max_pairs_per_query",
     "train.epochs",
     "rerank.top_k",
+    "retrieve.bm25_k1",
 )
 _POSITIVE = (
     "train.batch_size",
@@ -233,7 +253,29 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
             f"{source}: loss '{cfg.loss.name}' needs negatives: set 'prepare.negatives' to "
             "random or mined"
         )
+    _validate_fusion(cfg, source)
     return cfg
+
+
+def _validate_fusion(cfg: Config, source: str) -> None:
+    rc = cfg.retrieve
+    if not 0 <= rc.bm25_b <= 1:
+        raise ConfigError(f"{source}: 'retrieve.bm25_b' must be in [0, 1], got {rc.bm25_b}")
+    if not rc.fusion_weights or any(not 0 <= w <= 1 for w in rc.fusion_weights):
+        raise ConfigError(
+            f"{source}: 'retrieve.fusion_weights' must be a non-empty list of weights in [0, 1], "
+            f"got {rc.fusion_weights}"
+        )
+    if not rc.rrf_ks or any(k <= 0 for k in rc.rrf_ks):
+        raise ConfigError(
+            f"{source}: 'retrieve.rrf_ks' must be a non-empty list of ints > 0, got {rc.rrf_ks}"
+        )
+    if rc.mode == "hybrid" and cfg.dataset.dev_split == cfg.dataset.test_split:
+        # The fusion parameter is chosen on dev: choosing it on test would leak.
+        raise ConfigError(
+            f"{source}: retrieve.mode=hybrid chooses its fusion on 'dataset.dev_split', which "
+            f"must differ from 'dataset.test_split' (both are {cfg.dataset.test_split!r})"
+        )
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

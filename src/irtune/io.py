@@ -46,7 +46,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             # A folder cannot be renamed over a non-empty one: move the old one aside first.
             old = tmp / f"{target.name}.old"
             target.rename(old)
-            staged.rename(target)
+            try:
+                staged.rename(target)
+            except OSError:
+                old.rename(target)  # put the previous output back before failing
+                raise
         else:
             os.replace(staged, target)
     finally:

@@ -8,6 +8,7 @@ even when every upstream stage came from DVC's cache, and a record that could no
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -123,19 +124,63 @@ def _histories(train_history: dict[str, Any]) -> dict[str, list[list[float]]]:
     return series
 
 
+def pending_dir() -> Path:
+    """Where records that could not be sent wait for ``make sync`` (at the repo root, so
+    queued experiments' records land there too)."""
+    return repo_root() / ".irtune" / "pending"
+
+
 def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
     """Send a record to MLflow as one run, unless a run with its ``run_key`` exists.
 
     Returns:
-        The MLflow run id, or None if the store could not be reached (a warning says so; the
-        record on disk can be sent later with ``make sync``).
+        The MLflow run id, or None if the store could not be reached: a warning says so and
+        the record waits in :func:`pending_dir` for ``make sync``.
     """
     uri = tracking_uri(cfg)
+    # A store that does not answer should cost seconds, not MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         return _log(record, uri)
-    except Exception as exc:
-        log.warning("MLflow store %s unreachable (%s); metrics stay on disk", uri, exc)
+    except Exception as exc:  # tracking must never fail the pipeline
+        spool = pending_dir() / f"{record['run_key']}.json"
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        spool.write_text(json.dumps(record | {"tracking_uri": uri}, indent=2), encoding="utf-8")
+        log.warning(
+            "MLflow store %s unreachable (%s); metrics stay on disk and the run waits in %s "
+            "for `make sync`",
+            uri,
+            exc,
+            spool,
+        )
         return None
+
+
+def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
+    """Send every pending record; a record already in the store is not logged twice.
+
+    Args:
+        cfg: Tracking config whose store to use; None sends each record to the store it
+            was meant for.
+
+    Returns:
+        ``(sent, still_pending)``.
+    """
+    sent = failed = 0
+    for path in sorted(pending_dir().glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        meant_for = record.pop("tracking_uri", None)
+        uri = tracking_uri(cfg) if cfg else meant_for
+        try:
+            _log(record, uri)
+        except Exception as exc:  # keep it for the next try
+            log.warning("Still cannot reach %s for %s: %s", uri, path.name, exc)
+            failed += 1
+            continue
+        path.unlink()
+        sent += 1
+    return sent, failed
 
 
 def _log(record: dict[str, Any], uri: str) -> str:

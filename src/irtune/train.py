@@ -33,8 +33,19 @@ class TrainResult:
     dev_curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def load_bi_encoder(name_or_path: str, trust_remote_code: bool = False, **kwargs: Any):
+def load_bi_encoder(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    max_seq_length: int = 0,
+    **kwargs: Any,
+):
     """Load a SentenceTransformer from the hub or a local folder.
+
+    Args:
+        name_or_path: Hub id or local folder.
+        trust_remote_code: Run code shipped with the model (off unless the config says so).
+        max_seq_length: Truncation to set; 0 keeps the model's own.
+        **kwargs: Passed to SentenceTransformer.
 
     Raises:
         ConfigError: If a local folder holds no loadable model.
@@ -42,9 +53,12 @@ def load_bi_encoder(name_or_path: str, trust_remote_code: bool = False, **kwargs
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        model = SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
 
 
 def build_loss(cfg: Config, model):

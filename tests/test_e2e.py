@@ -1,0 +1,434 @@
+"""End-to-end: the real pipeline, with the real DVC, Hydra, Sentence Transformers, Faiss and
+MLflow, in a throwaway git repository built from this checkout.
+
+The phases run in file order and share one repository (module-scoped fixture):
+
+1. ``dvc repro`` runs every stage of dvc.yaml (download ... evaluate), writes sane metrics
+   and logs one MLflow run; a second ``dvc repro`` reruns nothing.
+2. ``dvc exp run -S loss=cosent`` (a workspace experiment) logs a second run.
+3. A queued two-experiment sweep, run by a ``dvc queue`` worker in DVC's temporary copies,
+   logs two more runs -- into the *same* store as the workspace runs.
+
+A phase is skipped when the one before it failed, so a failure is reported once.
+No mocks: every command is a subprocess, exactly as a user would type it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+if not VENV_BIN.is_dir():  # a venv elsewhere: the one running pytest
+    VENV_BIN = Path(sys.executable).parent
+STAGES = ("download", "prepare", "train", "encode", "index", "retrieve", "rerank", "evaluate")
+METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_100")
+# Untracked files that are pipeline *products* of whoever ran the pipeline in this checkout
+# (another config, another dataset), not uncommitted source work: never copied.
+GENERATED = ("dvc.lock", "params.yaml", "metrics/", "data/", "mlflow.db")
+QUEUE_TIMEOUT_S = 20 * 60
+OUTPUT_TAIL = 12_000
+
+
+@dataclass
+class E2ERepo:
+    root: Path
+    env: dict[str, str]
+    assets: dict[str, Path]
+    passed: set[str] = field(default_factory=set)
+    first_run_id: str = ""
+    exp_run_id: str = ""
+
+    def run(self, *cmd: str, timeout: float = 1800, check: bool = True) -> str:
+        """Run ``cmd`` in the repository; return stdout+stderr; fail showing them."""
+        start = time.perf_counter()
+        # A file, not a pipe: `dvc queue start` forks a worker that inherits stdout, and
+        # reading a pipe would wait for that worker to exit.
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+            proc = subprocess.run(
+                cmd,
+                cwd=self.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+            log.seek(0)
+            output = log.read()
+        took = time.perf_counter() - start
+        print(f"[e2e] {' '.join(cmd)}: exit {proc.returncode} in {took:.1f}s", flush=True)
+        if check:
+            assert proc.returncode == 0, (
+                f"`{' '.join(cmd)}` exited {proc.returncode} in {self.root}; output tail:\n"
+                f"{output[-OUTPUT_TAIL:]}"
+            )
+        return output
+
+    def dvc(self, *args: str, **kwargs: Any) -> str:
+        return self.run("dvc", *args, **kwargs)
+
+    def require(self, phase: str) -> None:
+        if phase not in self.passed:
+            pytest.skip(f"needs {phase}, which failed or did not run")
+
+    def mlflow_runs(self) -> list:
+        """All runs in the ``irtune`` experiment of ``<root>/mlflow.db``, oldest first."""
+        from mlflow.tracking import MlflowClient
+
+        db = self.root / "mlflow.db"
+        assert db.is_file(), f"no MLflow store at {db}; files at the root: {_ls(self.root)}"
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        experiment = client.get_experiment_by_name("irtune")
+        names = [e.name for e in client.search_experiments()]
+        assert experiment is not None, f"no 'irtune' experiment in {db}; experiments: {names}"
+        runs = client.search_runs([experiment.experiment_id], max_results=100)
+        return sorted(runs, key=lambda r: r.info.start_time)
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{self.root / 'mlflow.db'}")
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _ls(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def _git_files(*args: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return [p for p in out.split("\0") if p]
+
+
+def _copy_checkout(dest: Path) -> None:
+    """Tracked files plus untracked-but-not-ignored ones (uncommitted work), minus products."""
+    untracked = [
+        p for p in _git_files("--others", "--exclude-standard") if not p.startswith(GENERATED)
+    ]
+    for rel in [*_git_files(), *untracked]:
+        src = REPO / rel
+        if not src.exists() and not src.is_symlink():  # deleted but still in the index
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target, follow_symlinks=False)
+
+
+def _tiny_config(config: Path, assets: dict[str, Path]) -> None:
+    """Point conf/config.yaml at the tiny assets and shrink everything that costs time."""
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    assert "defaults" in cfg, f"{config} lost its Hydra defaults list: {cfg}"
+    cfg["dataset"]["name"] = "tiny"
+    cfg["dataset"]["source"] = str(assets["beir"])
+    cfg["model"]["base"] = str(assets["bi_encoder"])
+    cfg["rerank"].update(model=str(assets["cross_encoder"]), max_length=128, top_k=10)
+    # 72 train pairs / batch 8 = 9 steps an epoch: log the loss every 2 so it is a curve.
+    cfg["train"].update(max_seq_length=64, batch_size=8, epochs=1, logging_steps=2)
+    cfg["retrieve"]["top_k"] = 20
+    cfg["encode"]["batch_size"] = 16
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+
+
+def _worker_pids(root: Path) -> list[int]:
+    """PIDs of this repository's `dvc queue` workers, from dvc-task's process records."""
+    pids = []
+    for info in (root / ".dvc" / "tmp").rglob("dvc-exp-worker-*.json"):
+        try:
+            pid = json.loads(info.read_text()).get("pid")
+        except (OSError, ValueError):
+            continue
+        if isinstance(pid, int) and _alive(pid):
+            pids.append(pid)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_queue(repo: E2ERepo) -> None:
+    """Stop the queue workers this test started; never leave processes behind."""
+    if not (repo.root / ".dvc" / "tmp" / "exps").exists():
+        return
+    print(f"[e2e] queue workers before stop: {_worker_pids(repo.root)}", flush=True)
+    repo.dvc("queue", "stop", "--kill", check=False, timeout=120)
+    deadline = time.monotonic() + 60
+    while (pids := _worker_pids(repo.root)) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in pids:  # workers we spawned that ignored the shutdown request
+        print(f"[e2e] queue worker {pid} still alive; sending SIGTERM", flush=True)
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def repo(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_beir: Path,
+    tiny_bi_encoder: Path,
+    tiny_cross_encoder: Path,
+):
+    root = tmp_path_factory.mktemp("e2e") / "repo"
+    root.mkdir()
+    _copy_checkout(root)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # The store must be the default one; never inherit a DVC stage/experiment context.
+        if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
+    }
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        # Relative: every stage imports the irtune of the repository copy it runs in (the
+        # venv's editable install points at the live checkout, which may change meanwhile).
+        PYTHONPATH="src",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        DVC_NO_ANALYTICS="1",
+    )
+    assets = {"beir": tiny_beir, "bi_encoder": tiny_bi_encoder, "cross_encoder": tiny_cross_encoder}
+    e2e = E2ERepo(root=root, env=env, assets=assets)
+
+    e2e.run("git", "init", "-q")
+    e2e.run("git", "config", "user.name", "irtune e2e")
+    e2e.run("git", "config", "user.email", "e2e@irtune.invalid")
+    e2e.run("git", "config", "commit.gpgsign", "false")
+    _tiny_config(root / "conf" / "config.yaml", assets)
+    e2e.run("python", "-m", "irtune.compose")
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    assert params["dataset"]["source"] == str(tiny_beir), params
+    assert params["loss"]["name"] == "mnrl", params
+    e2e.run("git", "add", "-A")
+    e2e.run("git", "commit", "-q", "-m", "e2e: tiny config")
+    print(f"[e2e] repository: {root}", flush=True)
+    try:
+        yield e2e
+    finally:
+        _stop_queue(e2e)
+
+
+def _check_eval(path: Path) -> dict[str, dict[str, float]]:
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    for run in ("retrieve", "rerank"):
+        assert run in metrics, f"{path}: no '{run}' section: {metrics}"
+        for name in METRICS:
+            value = metrics[run].get(name)
+            assert isinstance(value, float | int) and not math.isnan(value), (
+                f"{path}: {run}.{name} = {value!r}"
+            )
+            assert 0.0 <= value <= 1.0, f"{path}: {run}.{name} = {value} not in [0, 1]"
+    return metrics
+
+
+def _head(repo: E2ERepo) -> str:
+    return repo.run("git", "rev-parse", "HEAD").strip()
+
+
+def _exp_names(repo: E2ERepo) -> set[str]:
+    out = repo.dvc("exp", "list", "--name-only")
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def _exp_params(repo: E2ERepo) -> dict[str, dict[str, Any]]:
+    """``dvc exp show --json``: experiment name -> its params.yaml data."""
+    shown = json.loads(repo.dvc("exp", "show", "--json"))
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name, data = node.get("name"), node.get("data")
+            if name and isinstance(data, dict) and "params" in data:
+                found[name] = data["params"].get("params.yaml", {}).get("data", {})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
+
+
+def test_repro_runs_all_stages_and_logs_one_run(repo: E2ERepo) -> None:
+    dvc_yaml = yaml.safe_load((repo.root / "dvc.yaml").read_text(encoding="utf-8"))
+    stages = list(dvc_yaml["stages"])
+    assert set(STAGES) <= set(stages), f"dvc.yaml lost stages: {set(STAGES) - set(stages)}"
+    out = repo.dvc("repro")
+    missing = [s for s in stages if f"Running stage '{s}'" not in out]
+    assert not missing, f"stages not run by `dvc repro`: {missing}; output:\n{out[-OUTPUT_TAIL:]}"
+    metrics = _check_eval(repo.root / "metrics" / "eval.json")
+
+    again = repo.dvc("repro")
+    assert "Running stage" not in again, f"second `dvc repro` reran stages:\n{again}"
+    assert "Data and pipelines are up to date" in again, again
+
+    runs = repo.mlflow_runs()
+    assert len(runs) == 1, f"expected 1 MLflow run, got {[r.info.run_name for r in runs]}"
+    run = runs[0]
+    params, tags = run.data.params, run.data.tags
+    expected = {
+        "train.batch_size": "8",
+        "train.epochs": "1",
+        "loss.name": "mnrl",
+        "dataset.source": str(repo.assets["beir"]),
+        "model.base": str(repo.assets["bi_encoder"]),
+        "rerank.top_k": "10",
+    }
+    assert {k: params.get(k) for k in expected} == expected
+    loss_curve = repo.history(run.info.run_id, "train_loss")
+    assert len({step for step, _ in loss_curve}) > 1, f"train_loss history: {loss_curve}"
+    dev_curve = repo.history(run.info.run_id, "dev_ndcg_at_10")
+    assert len(dev_curve) == 1, f"dev_ndcg_at_10 history after 1 epoch: {dev_curve}"
+    for section in ("retrieve", "rerank"):
+        for name in METRICS:
+            logged = run.data.metrics.get(f"{section}.{name}")
+            assert logged == pytest.approx(metrics[section][name]), (
+                f"MLflow {section}.{name}={logged} but metrics/eval.json says "
+                f"{metrics[section][name]}"
+            )
+    assert re.fullmatch(r"[0-9a-f]{40}", tags.get("git_commit", "")), tags
+    assert tags["git_commit"] == _head(repo), "git_commit is not the commit the run was made on"
+    assert tags.get("dataset") == "tiny", tags
+    assert tags.get("base_model") == str(repo.assets["bi_encoder"]), tags
+    assert run.info.status == "FINISHED", run.info
+
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-q", "-m", "e2e: baseline run")
+    assert not repo.run("git", "status", "--porcelain").strip(), "repro left untracked files"
+    repo.first_run_id = run.info.run_id
+    repo.passed.add("repro")
+
+
+def test_workspace_experiment_logs_a_second_run(repo: E2ERepo) -> None:
+    repo.require("repro")
+    out = repo.dvc("exp", "run", "-S", "loss=cosent")
+    assert "Running stage 'train'" in out, out[-OUTPUT_TAIL:]
+    assert "Running stage 'download'" not in out, "download reran though `dataset` is unchanged"
+    metrics = _check_eval(repo.root / "metrics" / "eval.json")
+
+    shown = _exp_params(repo)
+    cosent = [name for name, p in shown.items() if p.get("loss", {}).get("name") == "cosent"]
+    assert len(cosent) == 1, f"`dvc exp show --json` experiments and params: {shown}"
+    assert cosent[0] in _exp_names(repo)
+
+    runs = repo.mlflow_runs()
+    assert len(runs) == 2, f"expected 2 MLflow runs, got {[r.info.run_name for r in runs]}"
+    new = [r for r in runs if r.info.run_id != repo.first_run_id]
+    assert len(new) == 1, [r.info.run_id for r in runs]
+    run = new[0]
+    assert run.data.params.get("loss.name") == "cosent", run.data.params
+    assert run.data.tags.get("dvc_exp_name") == cosent[0], run.data.tags
+    head = _head(repo)
+    assert run.data.tags.get("dvc_exp_baseline_rev") == head, (head, run.data.tags)
+    assert run.data.tags.get("git_commit") == head, (head, run.data.tags)
+    assert run.data.metrics["rerank.ndcg_at_10"] == pytest.approx(metrics["rerank"]["ndcg_at_10"])
+    repo.exp_run_id = run.info.run_id
+    repo.passed.add("exp_run")
+
+
+def _queue_table(repo: E2ERepo) -> tuple[str, dict[str, int]]:
+    out = repo.dvc("queue", "status")
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        # Task  Name  Created  Status
+        cells = line.split()
+        if cells and cells[-1] in ("Queued", "Running", "Success", "Failed"):
+            counts[cells[-1]] = counts.get(cells[-1], 0) + 1
+    return out, counts
+
+
+def _queue_logs(repo: E2ERepo) -> str:
+    out, _ = _queue_table(repo)
+    logs = [out]
+    for line in out.splitlines()[1:]:
+        cells = line.split()
+        if cells and cells[-1] in ("Running", "Success", "Failed"):
+            logs.append(repo.dvc("queue", "logs", cells[0], check=False)[-4000:])
+    return "\n".join(logs)
+
+
+def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
+    repo.require("exp_run")
+    before = _exp_names(repo)
+    repo.dvc("exp", "run", "--queue", "-S", "loss=mnrl,cosent", "-S", "train.epochs=2")
+    out, counts = _queue_table(repo)
+    assert counts.get("Queued") == 2, f"expected 2 queued experiments:\n{out}"
+
+    repo.dvc("queue", "start")
+    deadline = time.monotonic() + QUEUE_TIMEOUT_S
+    while True:
+        out, counts = _queue_table(repo)
+        if not counts.get("Queued") and not counts.get("Running"):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"queue not done after {QUEUE_TIMEOUT_S}s:\n{_queue_logs(repo)}")
+        time.sleep(10)  # each `dvc queue status` costs seconds of CPU the worker needs
+    assert counts.get("Success") == 2 and not counts.get("Failed"), _queue_logs(repo)
+
+    new_names = _exp_names(repo) - before
+    assert len(new_names) == 2, f"new experiments: {new_names} (before: {before})"
+    shown = _exp_params(repo)
+    swept = {shown[n]["loss"]["name"]: shown[n]["train"]["epochs"] for n in new_names}
+    assert swept == {"mnrl": 2, "cosent": 2}, shown
+
+    runs = repo.mlflow_runs()
+    assert len(runs) == 4, (
+        f"expected 4 MLflow runs in {repo.root / 'mlflow.db'}, got "
+        f"{[r.info.run_name for r in runs]}; queue logs:\n{_queue_logs(repo)}"
+    )
+    new = [r for r in runs if r.info.run_id not in (repo.first_run_id, repo.exp_run_id)]
+    assert {r.data.params.get("loss.name") for r in new} == {"mnrl", "cosent"}
+    assert {r.data.tags.get("dvc_exp_name") for r in new} == new_names
+    artifacts_root = (repo.root / "mlartifacts").as_uri()
+    head = _head(repo)
+    for run in new:
+        label = f"run {run.info.run_name}"
+        assert run.data.params.get("train.epochs") == "2", (label, run.data.params)
+        dev_curve = repo.history(run.info.run_id, "dev_ndcg_at_10")
+        assert len({step for step, _ in dev_curve}) == 2, (label, dev_curve)
+        assert run.data.tags.get("dvc_exp_baseline_rev") == head, (label, head, run.data.tags)
+        assert run.data.tags.get("git_commit") == head, (label, head, run.data.tags)
+        # Artifacts beside the shared store, not in the executor's temporary copy.
+        assert run.info.artifact_uri.startswith(artifacts_root), (label, run.info.artifact_uri)
+        local = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert (local / "eval.json").is_file(), (label, sorted(local.rglob("*")))
+
+    # Every record was sent: none waits for `make sync` (tracking never fails a stage).
+    pending = sorted((repo.root / ".irtune").rglob("*.json"))
+    assert not pending, f"records that never reached the store: {pending}"
+    # No second store was made anywhere in DVC's temporary copies.
+    strays = [
+        p
+        for pattern in ("mlflow.db", "mlruns", "mlartifacts")
+        for p in (repo.root / ".dvc").rglob(pattern)
+    ]
+    assert not strays, f"MLflow files inside .dvc/: {strays}"
+    repo.passed.add("queue")

@@ -1,0 +1,312 @@
+"""Retrieval modes: BM25, score fusion (wsum, RRF), the fusion choice on dev, and the retrieve
+stage in ``hybrid`` and ``bm25`` mode on the tiny assets."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from irtune.beir import Corpus, Qrels, read_beir
+from irtune.bm25 import bm25_search
+from irtune.config import Config, EvaluateConfig, IndexConfig, validate
+from irtune.encode import encode_corpus
+from irtune.errors import ConfigError
+from irtune.evaluate import evaluate_run
+from irtune.index import build_index, write_index
+from irtune.io import Run, read_trec_run
+from irtune.retrieve import choose_fusion, dense_search, fuse, fuse_rrf, fuse_wsum, min_max
+from irtune.stage import run_stage
+from irtune.train import load_bi_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+CORPUS: Corpus = {
+    "a": {"title": "", "text": "apple banana apple"},
+    "b": {"title": "", "text": "banana cherry"},
+    "c": {"title": "", "text": "cherry date elderberry fig"},
+}
+
+# --- BM25 ------------------------------------------------------------------------------------
+
+
+def test_bm25_ranks_the_best_matching_doc_first() -> None:
+    """The doc sharing the most (and rarest) query words comes first."""
+    run = bm25_search(CORPUS, {"q": "a cherry with a date"}, top_k=3)
+    # c holds "cherry" and "date", b only "cherry"; a shares no word and is not retrieved.
+    assert list(run["q"]) == ["c", "b"]
+
+
+def test_bm25_score_is_lucene_bm25_with_the_given_k1_and_b() -> None:
+    """The score equals Lucene's BM25 formula computed by hand, for non-default k1 and b."""
+    k1, b = 0.9, 0.4
+    run = bm25_search(CORPUS, {"q": "apples"}, top_k=3, k1=k1, b=b)
+    # "apples" stems to "appl": in doc a twice (tf 2), one doc of 3 (df 1); lengths 3, 2, 4.
+    idf = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
+    tf, dl, avgdl = 2, 3, 3
+    # Lucene (since 8.0) drops classic BM25's constant (k1 + 1) factor from the numerator.
+    expected = idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+    assert run["q"] == {"a": pytest.approx(expected, rel=1e-5)}
+
+
+def test_bm25_stems_and_drops_stopwords() -> None:
+    """Inflected forms match (English stemmer); a stopwords-only query retrieves nothing."""
+    run = bm25_search(CORPUS, {"stem": "Cherries", "stop": "the and of it"}, top_k=3)
+    assert set(run["stem"]) == {"b", "c"}
+    assert run["stop"] == {}
+
+
+def test_bm25_respects_top_k(tiny_beir: Path) -> None:
+    """Every query gets at most top_k docs, best first, all from the corpus."""
+    dataset = read_beir(tiny_beir, ["test"])
+    queries = dataset.split_queries("test")
+    run = bm25_search(dataset.corpus, queries, top_k=5)
+    assert run.keys() == queries.keys()
+    for docs in run.values():
+        assert 0 < len(docs) <= 5
+        assert set(docs) <= dataset.corpus.keys()
+        assert list(docs.values()) == sorted(docs.values(), reverse=True)
+    assert any(len(docs) == 5 for docs in run.values())
+
+
+# --- fusion ----------------------------------------------------------------------------------
+
+
+def test_min_max() -> None:
+    """Scores map to 0..1, best 1; all-equal scores map to 1, not 0."""
+    assert min_max({"a": 3.0, "b": 2.0, "c": 1.0}) == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert min_max({"a": 7.0}) == {"a": 1.0}
+    assert min_max({}) == {}
+    assert min_max({"a": 4.0, "b": 2.0}, floor=0.0) == {"a": 1.0, "b": 0.5}
+
+
+def test_wsum_math() -> None:
+    """wsum adds w * dense + (1 - w) * bm25 on min-max normalised scores; missing counts 0."""
+    dense = {"q": {"a": 0.9, "b": 0.5, "c": 0.1}}
+    sparse = {"q": {"c": 20.0, "d": 10.0}}
+    # BM25 filled top_k=3: min-max over its list (e, its worst, maps to 0); the fused run is
+    # cut to 3, ties broken by doc id.
+    fused = fuse_wsum(dense, {"q": {**sparse["q"], "e": 5.0}}, dense_weight=0.25, top_k=3)
+    assert fused["q"] == pytest.approx({"c": 0.75, "a": 0.25, "d": 0.25})
+    assert list(fused["q"]) == ["c", "a", "d"]
+    # BM25 found only 2 of top_k=10, so every other doc scored 0: normalised from 0.
+    fused = fuse_wsum(dense, sparse, dense_weight=0.25, top_k=10)
+    assert fused["q"] == pytest.approx({"a": 0.25, "b": 0.125, "c": 0.75, "d": 0.375})
+    assert list(fused["q"]) == ["c", "d", "a", "b"]
+
+
+def test_rrf_math() -> None:
+    """RRF adds 1 / (k + rank) over the runs, ranks from 1; absent docs add nothing."""
+    run1 = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    run2 = {"q": {"c": 0.9, "a": 0.8}}
+    fused = fuse_rrf([run1, run2], k=60, top_k=10)
+    assert fused["q"] == pytest.approx({"a": 1 / 61 + 1 / 62, "b": 1 / 62, "c": 1 / 63 + 1 / 61})
+    assert list(fused["q"]) == ["a", "c", "b"]
+
+
+def test_fused_runs_are_cut_to_top_k() -> None:
+    """A fused run keeps top_k docs per query, even where the union of the runs is larger."""
+    dense = {"q": {f"d{i}": 1.0 - i / 10 for i in range(5)}}
+    sparse = {"q": {f"s{i}": 5.0 - i for i in range(5)}, "only_sparse": {"x": 1.0}}
+    for method, param in (("wsum", 0.5), ("rrf", 10)):
+        fused = fuse(dense, sparse, method, param, top_k=3)
+        assert fused.keys() == {"q", "only_sparse"}
+        assert len(fused["q"]) == 3
+        assert fused["only_sparse"].keys() == {"x"}
+
+
+def _constructed_runs(n: int = 6) -> tuple[Qrels, Run, Run]:
+    """Dev qrels where query i has one relevant doc ``rel{i}``; a run that ranks it first and
+    a useless one that ranks other docs only."""
+    qrels = {f"q{i}": {f"rel{i}": 1} for i in range(n)}
+    good = {f"q{i}": {f"rel{i}": 10.0, f"x{i}": 5.0, f"y{i}": 1.0} for i in range(n)}
+    useless = {f"q{i}": {f"z{i}": 0.9, f"w{i}": 0.8, f"v{i}": 0.1} for i in range(n)}
+    return qrels, good, useless
+
+
+GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def test_wsum_weight_chosen_on_dev_favours_the_good_run() -> None:
+    """With a useless dense run the chosen dense weight is low; with useless BM25, high."""
+    qrels, good, useless = _constructed_runs()
+    cfg = EvaluateConfig()
+    low = choose_fusion(useless, good, qrels, "wsum", GRID, top_k=10, eval_cfg=cfg)
+    assert low.param in GRID and low.param < 0.5
+    assert low.param_name == "dense_weight"
+    assert low.dev == {"dense": 0.0, "bm25": 1.0, "fused": 1.0}
+    high = choose_fusion(good, useless, qrels, "wsum", GRID, top_k=10, eval_cfg=cfg)
+    assert high.param in GRID and high.param > 0.5
+    assert high.dev == {"dense": 1.0, "bm25": 0.0, "fused": 1.0}
+    # Every grid value was scored, and the choice is the best of them (first on ties).
+    assert list(low.grid) == [str(w) for w in GRID]
+    assert low.grid[str(low.param)] == max(low.grid.values())
+    assert low.param == 0.1
+
+
+def test_fusion_choice_uses_only_the_qrels_it_is_given() -> None:
+    """The choice follows the dev qrels: where dev and test disagree, dev's optimum wins."""
+    # Dense finds the relevant doc of the "dev" queries, BM25 that of the "test" queries.
+    dev = {"q0": {"d": 1}, "q1": {"d": 1}}
+    test = {"q0": {"s": 1}, "q1": {"s": 1}}
+    dense = {q: {"d": 1.0, "n": 0.5} for q in dev}
+    sparse = {q: {"s": 9.0, "m": 3.0} for q in dev}
+    cfg = EvaluateConfig()
+    # No 0.5 in the grid: there "d" and "s" would tie, and ties are trec_eval's to break.
+    grid = [0.2, 0.4, 0.6, 0.8]
+    on_dev = choose_fusion(dense, sparse, dev, "wsum", grid, top_k=10, eval_cfg=cfg)
+    on_test = choose_fusion(dense, sparse, test, "wsum", grid, top_k=10, eval_cfg=cfg)
+    assert (on_dev.param, on_test.param) == (0.6, 0.2)
+
+
+def test_rrf_k_chosen_on_dev() -> None:
+    """RRF's k is the grid value that ranks the relevant doc first on dev.
+
+    The relevant doc is fourth in both runs; each run has its own first doc. k=1 favours
+    single first places (1/2 > 2/5); k=60 flattens the ranks and the doc both runs agree on
+    wins (2/64 > 1/61).
+    """
+    qrels = {f"q{i}": {"rel": 1} for i in range(3)}
+    dense = {q: {"a": 4.0, "x1": 3.0, "x2": 2.0, "rel": 1.0} for q in qrels}
+    sparse = {q: {"b": 4.0, "y1": 3.0, "y2": 2.0, "rel": 1.0} for q in qrels}
+    choice = choose_fusion(dense, sparse, qrels, "rrf", [1, 60], 10, EvaluateConfig())
+    assert choice.param_name == "rrf_k"
+    assert choice.param == 60
+    assert choice.grid["60"] == 1.0 > choice.grid["1"]
+    fourth = round(1 / math.log2(5), 6)
+    assert choice.dev == {"dense": fourth, "bm25": fourth, "fused": 1.0}
+
+
+def test_empty_grid_is_rejected() -> None:
+    qrels, good, useless = _constructed_runs()
+    with pytest.raises(ValueError, match="grid"):
+        choose_fusion(good, useless, qrels, "wsum", [], 10, EvaluateConfig())
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retrieve", "key"),
+    [
+        ({"mode": "sparse"}, "retrieve.mode"),
+        ({"fusion": "combsum"}, "retrieve.fusion"),
+        ({"fusion_weights": [0.5, 1.5]}, "retrieve.fusion_weights"),
+        ({"fusion_weights": []}, "retrieve.fusion_weights"),
+        ({"rrf_ks": [0, 60]}, "retrieve.rrf_ks"),
+        ({"bm25_b": 1.2}, "retrieve.bm25_b"),
+        ({"bm25_k1": -1.0}, "retrieve.bm25_k1"),
+    ],
+)
+def test_bad_retrieve_config_is_rejected(retrieve: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        validate({"retrieve": retrieve})
+
+
+def test_hybrid_needs_a_dev_split_other_than_test() -> None:
+    """Choosing the fusion on the test split would leak: such a config is rejected."""
+    with pytest.raises(ConfigError, match="dev_split"):
+        validate({"retrieve": {"mode": "hybrid"}, "dataset": {"dev_split": "test"}})
+    cfg = validate({"retrieve": {"mode": "hybrid", "fusion": "rrf", "rrf_ks": [5, 50]}})
+    assert cfg.retrieve.rrf_ks == [5, 50]
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def _load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"irtune_stage_{name}", REPO / "stages" / f"{name}.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_bi_encoder: Path):
+    """A flat index of the tiny corpus built with the tiny bi-encoder."""
+    corpus = read_beir(tiny_beir, ["test"]).corpus
+    model = load_bi_encoder(str(tiny_bi_encoder))
+    out = tmp_path_factory.mktemp("index") / "index"
+    write_index(build_index(encode_corpus(model, corpus, 32), IndexConfig()), list(corpus), out)
+    return out
+
+
+def _run_retrieve(root: Path, tiny_beir: Path, model: Path, index: Path, retrieve: dict) -> None:
+    params = asdict(Config())
+    params["retrieve"].update(retrieve)
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    mod = _load_stage("retrieve")
+    argv = [
+        "--data", str(tiny_beir), "--model", str(model), "--index", str(index),
+        "--out", "data/runs/retrieve.trec", "--metrics", "metrics/retrieve.json",
+    ]  # fmt: skip
+    with contextlib.chdir(root):
+        run_stage("retrieve", mod.build_parser(), mod.main, argv)
+
+
+def test_stage_hybrid_writes_the_dev_choice(
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+) -> None:
+    """mode=hybrid: the test run is the test runs fused with the parameter chosen on dev, and
+    metrics/retrieve.json records that choice and the dev NDCG@10 behind it."""
+    top_k = 8
+    _run_retrieve(
+        tmp_path,
+        tiny_beir,
+        tiny_bi_encoder,
+        tiny_index,
+        {"mode": "hybrid", "top_k": top_k, "fusion_weights": [0.2, 0.5, 0.8]},
+    )
+    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    assert metrics["mode"] == "hybrid" and metrics["fusion"] == "wsum"
+    assert metrics["dense_weight"] in (0.2, 0.5, 0.8)
+    assert set(metrics["dev_ndcg_at_10"]) == {"dense", "bm25", "fused"}
+    assert list(metrics["dev_ndcg_at_10_grid"]) == ["0.2", "0.5", "0.8"]
+
+    # Recompute from the library functions: the choice is dev's, the run is test's.
+    dataset = read_beir(tiny_beir, ["dev", "test"])
+    dev_q, test_q = dataset.split_queries("dev"), dataset.split_queries("test")
+    model = load_bi_encoder(str(tiny_bi_encoder))
+    from irtune.index import read_index
+
+    index, doc_ids = read_index(tiny_index)
+    runs = {
+        name: (dense_search(model, index, doc_ids, qs, top_k, 64),
+               bm25_search(dataset.corpus, qs, top_k))
+        for name, qs in (("dev", dev_q), ("test", test_q))
+    }  # fmt: skip
+    choice = choose_fusion(*runs["dev"], dataset.qrels["dev"], "wsum", [0.2, 0.5, 0.8], top_k,
+                           EvaluateConfig())  # fmt: skip
+    assert metrics["dense_weight"] == choice.param
+    assert metrics["dev_ndcg_at_10"] == choice.dev
+    expected = fuse(*runs["test"], "wsum", choice.param, top_k)
+    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    assert written.keys() == test_q.keys()  # no dev query leaks into the test run
+    for qid, docs in written.items():
+        assert len(docs) <= top_k
+        assert docs == pytest.approx(expected[qid], abs=1e-6)
+    # The written run scores as the library's fused run does.
+    ndcg = evaluate_run(dataset.qrels["test"], written, EvaluateConfig())[0]["ndcg_at_10"]
+    assert ndcg == evaluate_run(dataset.qrels["test"], expected, EvaluateConfig())[0]["ndcg_at_10"]
+
+
+def test_stage_bm25_mode(
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+) -> None:
+    """mode=bm25 writes the BM25 run of the test queries and a metrics file naming the mode."""
+    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index, {"mode": "bm25", "top_k": 5})
+    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    assert metrics == {"mode": "bm25", "top_k": 5}
+    dataset = read_beir(tiny_beir, ["test"])
+    expected = bm25_search(dataset.corpus, dataset.split_queries("test"), 5)
+    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    assert {q: list(d) for q, d in written.items()} == {q: list(d) for q, d in expected.items()}
