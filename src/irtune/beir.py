@@ -108,7 +108,9 @@ def read_qrels(path: Path, queries: Queries | None = None, corpus: Corpus | None
     """
     qrels: Qrels = {}
     with _open(path) as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+        # QUOTE_NONE: an id may contain a '"'; BEIR's qrels are plain tab-separated text.
+        rows = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for lineno, row in enumerate(rows, start=1):
             if not row:
                 continue
             if lineno == 1 and row[0] == "query-id":

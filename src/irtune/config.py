@@ -99,6 +99,8 @@ class TrainConfig:
     logging_steps: int = 10
     #: Evaluate on the dev split at each epoch end (an extra corpus encode per epoch).
     eval_dev: bool = True
+    #: Checkpoint every this many steps so a killed run resumes its schedule; 0 = never.
+    checkpoint_steps: int = 0
 
 
 @dataclass
@@ -196,6 +198,7 @@ _CHOICES = {
 }
 _NON_NEGATIVE = (
     "encode.max_seq_length",
+    "train.checkpoint_steps",
     "prepare.max_pairs",
     "prepare.max_pairs_per_query",
     "train.epochs",

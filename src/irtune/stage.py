@@ -48,7 +48,8 @@ def run_stage(
 ) -> None:
     """Parse arguments, load the config, run ``main`` and log its wall time.
 
-    Exits with status 1 and a one-line message (no traceback) on an IrtuneError.
+    Exits with status 1 and a one-line message (no traceback) on an IrtuneError or an
+    OSError (disk full, permission denied).
     """
     setup_logging()
     args = parser.parse_args(argv)
@@ -58,5 +59,10 @@ def run_stage(
         main(args, cfg)
     except IrtuneError as exc:
         log.error("%s failed: %s", name, exc)
+        sys.exit(1)
+    except OSError as exc:
+        # Disk full, permission denied...: atomic outputs mean nothing half-written is left.
+        where = f"{exc.filename}: " if exc.filename else ""
+        log.error("%s failed: %s%s", name, where, exc.strerror or exc)
         sys.exit(1)
     log.info("%s done in %.1fs", name, time.perf_counter() - start)

@@ -122,12 +122,17 @@ def train(
 ) -> TrainResult:
     """Train from ``model.base`` and save the final model to ``out_dir``, atomically.
 
+    With ``train.checkpoint_steps`` > 0 the trainer checkpoints model, optimizer, scheduler,
+    RNG and data position into ``work_dir`` every that many steps, and a rerun resumes from
+    the last checkpoint there: the same LR schedule continues, it never restarts. The caller
+    gives each distinct experiment its own ``work_dir``.
+
     Args:
         rows: Training rows from the prepare stage.
         dataset: The BEIR dataset (the dev split and corpus feed the per-epoch evaluation).
         cfg: The whole config.
         out_dir: Where the trained SentenceTransformer goes.
-        work_dir: Scratch space for the trainer.
+        work_dir: The trainer's folder: checkpoints, when enabled.
 
     Returns:
         The summary and the loss and dev curves.
@@ -170,7 +175,9 @@ def train(
         data_seed=cfg.train.seed,
         batch_sampler=sampler,
         eval_strategy="epoch" if cfg.train.eval_dev else "no",
-        save_strategy="no",
+        save_strategy="steps" if cfg.train.checkpoint_steps else "no",
+        save_steps=cfg.train.checkpoint_steps or 500,
+        save_total_limit=1,
         logging_steps=cfg.train.logging_steps,
         logging_first_step=True,
         report_to="none",  # MLflow logging happens once per pipeline run, in evaluate
@@ -193,8 +200,11 @@ def train(
         cfg.train.epochs,
         cfg.train.batch_size,
     )
+    resume = last_checkpoint(work_dir) if cfg.train.checkpoint_steps else None
+    if resume:
+        log.info("Resuming the interrupted schedule from %s", resume)
     start = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
 
     # 5. Save, then report what happened.
@@ -214,6 +224,13 @@ def train(
         )
     log.info("Trained %d steps in %.1fs", trainer.state.global_step, seconds)
     return result
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    """The newest complete trainer checkpoint in ``work_dir``, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
 
 
 def split_history(history: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
