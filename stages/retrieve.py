@@ -8,7 +8,8 @@ from pathlib import Path
 
 from irtune.beir import read_beir
 from irtune.bm25 import bm25_search
-from irtune.index import read_index
+from irtune.errors import DataError
+from irtune.index import INDEX, read_index
 from irtune.io import Run, write_json, write_trec_run
 from irtune.retrieve import choose_fusion, dense_search, fuse
 from irtune.stage import run_stage, stage_parser
@@ -52,6 +53,12 @@ def main(args, cfg):
             trust_remote_code=cfg.model.trust_remote_code,
             max_seq_length=cfg.encode.max_seq_length,
         )
+        dim = model.get_embedding_dimension()
+        if dim is not None and dim != index.d:
+            raise DataError(
+                f"{args.index / INDEX}: the index holds {index.d}-dimensional vectors but the "
+                f"model {args.model} embeds in {dim}: rebuild the index with this model"
+            )
         dense = dense_search(model, index, doc_ids, queries, rc.top_k, rc.batch_size)
     if rc.mode in ("bm25", "hybrid"):
         sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)

@@ -67,9 +67,7 @@ def test_mined_negatives_are_harder_than_random(
     model = SentenceTransformer(str(tiny_bi_encoder))
 
     def mean_similarity(negatives: str) -> float:
-        cfg = _cfg(
-            tiny_bi_encoder, prepare={"negatives": negatives, "mine_relative_margin": 0.0}
-        )
+        cfg = _cfg(tiny_bi_encoder, prepare={"negatives": negatives, "mine_relative_margin": 0.0})
         rows = build_rows(dataset, cfg)
         q = model.encode([r["anchor"] for r in rows], normalize_embeddings=True)
         n = model.encode([r["negative_1"] for r in rows], normalize_embeddings=True)
@@ -80,8 +78,9 @@ def test_mined_negatives_are_harder_than_random(
 
 def test_cosent_graded_labels(dataset: BeirDataset, tiny_bi_encoder: Path, known_texts) -> None:
     """Score rows: positives labelled 1 (train grades are all 1), negatives 0, one each."""
-    rows = build_rows(dataset, _cfg(tiny_bi_encoder, loss={"name": "cosent"},
-                                    prepare={"negatives": "random"}))
+    rows = build_rows(
+        dataset, _cfg(tiny_bi_encoder, loss={"name": "cosent"}, prepare={"negatives": "random"})
+    )
     scores = Counter(r["score"] for r in rows)
     assert scores == {1.0: len(rows) // 2, 0.0: len(rows) // 2}
     for row in rows:
@@ -100,8 +99,9 @@ def test_cross_encoder_labels(
         rerank={"model": str(tiny_cross_encoder), "max_length": 128},
     )
     rows = build_rows(dataset, cfg)
-    graded = build_rows(dataset, _cfg(tiny_bi_encoder, loss={"name": "cosent"},
-                                      prepare={"negatives": "random"}))
+    graded = build_rows(
+        dataset, _cfg(tiny_bi_encoder, loss={"name": "cosent"}, prepare={"negatives": "random"})
+    )
     assert len(rows) > len(graded)
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
     assert len({r["score"] for r in rows}) > 2  # real scores, not the 0/1 grades
@@ -109,5 +109,5 @@ def test_cross_encoder_labels(
 
 def test_score_loss_without_negatives_is_refused() -> None:
     """CoSENT on positives alone has nothing to learn: the config says so, naming the key."""
-    with pytest.raises(ConfigError, match="prepare.negatives"):
+    with pytest.raises(ConfigError, match=r"prepare\.negatives"):
         validate({"loss": {"name": "cosent"}, "prepare": {"negatives": "none"}})

@@ -43,8 +43,13 @@ def test_noise_is_not_significant() -> None:
 def test_identical_runs_have_p_one() -> None:
     """A zero-shot run compared with itself: p = 1, delta 0 (no NaN from a zero variance)."""
     result = compare(_per_query(BASE), _per_query(BASE), alpha=0.05)["ndcg_at_10"]
-    assert result == {"value": pytest.approx(0.31), "baseline": pytest.approx(0.31),
-                      "delta": 0.0, "p_value": 1.0, "verdict": "no significant difference"}
+    assert result == {
+        "value": pytest.approx(0.31),
+        "baseline": pytest.approx(0.31),
+        "delta": 0.0,
+        "p_value": 1.0,
+        "verdict": "no significant difference",
+    }
 
 
 def test_different_query_sets_refused() -> None:

@@ -68,9 +68,13 @@ def _read_jsonl(path: Path, id_key: str, fields: tuple[str, ...]) -> Iterator[tu
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\n"))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON: {exc.msg}") from None
+                # Some of json's messages end in "at", before the position str(exc) adds.
+                what = exc.msg.removesuffix(" at")
+                raise DataError(
+                    f"{path}:{lineno}: malformed JSON: {what} at column {exc.colno}"
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object")
             oid = obj.get(id_key)

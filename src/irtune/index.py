@@ -49,7 +49,9 @@ def write_index(index, doc_ids: list[str], out_dir: Path) -> None:
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        faiss.write_index(index, str(tmp / INDEX))
+        # Serialised here and written by Python: faiss.write_index only prints a failed
+        # close (disk full) to stderr, which would move a truncated index into place.
+        (tmp / INDEX).write_bytes(faiss.serialize_index(index).tobytes())
         write_doc_ids(tmp / DOC_IDS, doc_ids)
 
 

@@ -26,7 +26,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; move it onto ``target`` only on success.
 
     Works for files and folders alike: the caller writes a file or creates a folder at the
-    yielded path. On an exception the temporary is removed and ``target`` is left as it was.
+    yielded path. On an exception the temporary is removed, ``target`` is left as it was, and
+    so is its folder: one this call had to create is removed again.
 
     Args:
         target: The final output path.
@@ -35,11 +36,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         A path in the same folder (same filesystem, so the final rename is atomic).
     """
     target = Path(target)
+    # The folders this call creates, deepest first: removed again if the write fails.
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     staged = tmp / target.name
+    done = False
     try:
-        yield staged
+        try:
+            yield staged
+        except OSError as exc:
+            # A failed write (disk full, file too large) names no file, or the temporary:
+            # name the output instead, so the stage's one error message says where.
+            if exc.filename is None or str(exc.filename).startswith(str(tmp)):
+                raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+            raise
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written to {target}")
         if target.is_dir() and not target.is_symlink():
@@ -53,8 +64,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
                 raise
         else:
             os.replace(staged, target)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -9,6 +9,7 @@ curve without ever training twice.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
@@ -59,6 +60,22 @@ def load_bi_encoder(
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
+
+
+def save_model(model, out_dir: Path) -> None:
+    """Save a SentenceTransformer into ``out_dir``, atomically.
+
+    Raises:
+        OSError: If a file cannot be written (disk full...), naming ``out_dir``; safetensors
+            reports such errors as its own exception type, which would escape as a traceback.
+    """
+    from safetensors import SafetensorError
+
+    with atomic_path(out_dir) as tmp:
+        try:
+            model.save(str(tmp))
+        except SafetensorError as exc:
+            raise OSError(errno.EIO, f"cannot write the model: {exc}", str(out_dir)) from exc
 
 
 def build_loss(cfg: Config, model):
@@ -152,8 +169,7 @@ def train(
     # 2. Zero epochs: the base model itself, so zero-shot baselines run through the same DAG.
     if cfg.train.epochs == 0:
         log.info("train.epochs=0: passing the base model %s through", cfg.model.base)
-        with atomic_path(out_dir) as tmp:
-            model.save(str(tmp))
+        save_model(model, out_dir)
         result.summary = {"epochs": 0, "steps": 0, "train_rows": 0}
         return result
 
@@ -208,8 +224,7 @@ def train(
     seconds = time.perf_counter() - start
 
     # 5. Save, then report what happened.
-    with atomic_path(out_dir) as tmp:
-        model.save(str(tmp))
+    save_model(model, out_dir)
     log.info("Saved the trained model to %s", out_dir)
     result.loss_curve, result.dev_curve = split_history(trainer.state.log_history)
     result.summary = {

@@ -1,0 +1,305 @@
+"""MLflow tracking: an unreachable store never fails the pipeline, ``make sync`` logs the
+waiting run exactly once, and nothing secret or remote-code-enabling slips in.
+
+The evaluate stage runs for real (dvc.yaml's command line, in-process) on hand-made runs of
+the tiny dataset, so no model is trained here; the stores are real SQLite MLflow stores.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import logging
+import os
+import random
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from stage_helpers import REPO, default_params, run_stage_cli, stage_argv, write_params
+
+from irtune import sync as sync_cli
+from irtune import tracking
+from irtune.beir import find_file, read_corpus, read_qrels
+from irtune.config import Config
+from irtune.io import write_trec_run
+from irtune.rerank import load_cross_encoder
+from irtune.train import load_bi_encoder
+
+#: A closed port: nothing listens there.
+UNREACHABLE = "http://127.0.0.1:9"
+EXPERIMENT = "irtune-tracking-test"
+SECRETS = {
+    "HF_TOKEN": "secret-hf-123",
+    "MLFLOW_TRACKING_TOKEN": "secret-mlflow-456",
+    "MLFLOW_TRACKING_PASSWORD": "secret-pw-789",
+    "AWS_SECRET_ACCESS_KEY": "secret-aws-000",
+}
+#: Names of environment variables whose values are credentials.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|ACCESS_KEY", re.I)
+
+
+@pytest.fixture
+def repo(
+    tmp_path: Path, tiny_beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dict[str, Any]]:
+    """A workspace holding everything the evaluate stage reads, as the cwd and repo root.
+
+    The three runs are seeded random rankings of the corpus for the test queries, and
+    metrics/train.json is a small history with a loss curve and one dev point.
+    """
+    root = tmp_path / "repo"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    for name in ("MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+    # log_record sets these if unset; recorded here so they are unset again afterwards.
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+    params = default_params(
+        dataset={"name": "tiny", "source": str(tiny_beir)},
+        tracking={"uri": UNREACHABLE, "experiment": EXPERIMENT},
+    )
+    data = Path(shutil.copytree(tiny_beir, root / "data" / "raw" / "tiny"))
+    qrels = read_qrels(find_file(data / "qrels", "test.tsv"))
+    doc_ids = list(read_corpus(find_file(data, "corpus.jsonl")))
+    rng = random.Random(0)
+    for name in ("retrieve", "rerank", "baseline"):
+        run = {}
+        for q, judged in qrels.items():
+            # The judged docs at random ranks among 16 random others.
+            ranking = rng.sample([*judged, *rng.sample(doc_ids, 16)], 20)
+            run[q] = {d: 1.0 / (rank + 1) for rank, d in enumerate(ranking)}
+        write_trec_run(root / "data" / "runs" / f"{name}.trec", run, tag=name)
+    history = {
+        "summary": {"epochs": 1, "steps": 4, "train_rows": 72, "train_loss": 1.25},
+        "loss_curve": [
+            {"step": s, "epoch": s / 4, "loss": 2.0 - s / 4, "learning_rate": 1e-5 * s}
+            for s in (1, 2, 3, 4)
+        ],
+        "dev_curve": [{"step": 4, "epoch": 1.0, "dev_ndcg_at_10": 0.5}],
+    }
+    (root / "metrics").mkdir()
+    (root / "metrics" / "train.json").write_text(json.dumps(history), encoding="utf-8")
+    return root, params
+
+
+def _evaluate(root: Path, params: dict[str, Any]) -> None:
+    write_params(root, params)
+    run_stage_cli("evaluate", stage_argv("evaluate", params))
+
+
+def _runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _assert_run_matches(run, record: dict[str, Any]) -> None:
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.RUN_KEY_TAG] == record["run_key"]
+    assert run.data.params == record["params"], "the logged params differ from the record"
+    for name, value in record["metrics"].items():
+        assert run.data.metrics[name] == pytest.approx(value), name
+
+
+# --- (a) an unreachable store ------------------------------------------------------------
+
+
+def test_unreachable_store_spools_and_sync_logs_it_once(
+    repo: tuple[Path, dict[str, Any]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the store down, evaluate still completes (metrics written), warns naming the
+    store, and leaves one record in .irtune/pending; `python -m irtune.sync --uri` then logs
+    it as exactly one run with the record's params and metrics and removes it; a second sync
+    logs nothing more."""
+    root, params = repo
+    caplog.set_level(logging.WARNING)
+    _evaluate(root, params)  # returns normally: a failed stage would raise SystemExit
+
+    eval_json = json.loads((root / "metrics" / "eval.json").read_text(encoding="utf-8"))
+    assert set(eval_json) == {"retrieve", "rerank"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    about_store = [w for w in warnings if UNREACHABLE in w and "unreachable" in w]
+    assert len(about_store) == 1, f"expected one warning naming the store, got {warnings}"
+
+    assert tracking.pending_dir() == root / ".irtune" / "pending"
+    pending = sorted(tracking.pending_dir().glob("*.json"))
+    assert len(pending) == 1, pending
+    record = json.loads((root / "data" / "eval" / "mlflow_record.json").read_text("utf-8"))
+    waiting = json.loads(pending[0].read_text(encoding="utf-8"))
+    assert waiting == record | {"tracking_uri": UNREACHABLE}
+    assert pending[0].name == f"{record['run_key']}.json"
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    env = os.environ | {"DVC_ROOT": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "irtune.sync", "--uri", store],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Sent 1 run(s)" in proc.stderr, proc.stderr
+    assert list(tracking.pending_dir().glob("*.json")) == [], "the sent record still waits"
+    runs = _runs(store)
+    assert len(runs) == 1, f"expected one run, found {len(runs)}"
+    _assert_run_matches(runs[0], record)
+
+    with pytest.raises(SystemExit) as exit_info:
+        sync_cli.main(["--uri", store])
+    assert exit_info.value.code == 0
+    assert len(_runs(store)) == 1, "a second sync logged another run"
+
+
+def test_resending_a_record_never_duplicates_the_run(
+    repo: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Sending the same record twice (directly, then as a copy waiting in pending) leaves
+    one run: the run key is looked up before anything is logged."""
+    root, params = repo
+    params["tracking"]["enabled"] = False  # only the record on disk
+    _evaluate(root, params)
+    record = json.loads((root / "data" / "eval" / "mlflow_record.json").read_text("utf-8"))
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+
+    first = tracking._log(record, store)
+    again = tracking._log(record, store)
+    assert again == first
+    pending = tracking.pending_dir()
+    pending.mkdir(parents=True)
+    (pending / "copy.json").write_text(json.dumps(record | {"tracking_uri": store}), "utf-8")
+    assert tracking.sync() == (1, 0)  # "sent": it was found in the store, not logged again
+    runs = _runs(store)
+    assert [r.info.run_id for r in runs] == [first], "the record was logged more than once"
+    _assert_run_matches(runs[0], record)
+
+
+# --- (b) security ------------------------------------------------------------------------
+
+
+def test_no_secret_reaches_the_run_or_the_record(
+    repo: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With credentials in the environment, none of their values appears in the logged
+    run's params, tags or metric names, nor in data/eval/mlflow_record.json."""
+    root, params = repo
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    params["tracking"]["uri"] = store
+    _evaluate(root, params)
+
+    secrets = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6}
+    assert set(SECRETS.values()) <= secrets
+    runs = _runs(store)
+    assert len(runs) == 1
+    data = runs[0].data
+    logged = {
+        "params": json.dumps(data.params),
+        "tags": json.dumps(data.tags),
+        "metric names": json.dumps(sorted(data.metrics)),
+        "mlflow_record.json": (root / "data" / "eval" / "mlflow_record.json").read_text("utf-8"),
+    }
+    leaks = [(where, s) for where, text in logged.items() for s in secrets if s in text]
+    assert not leaks, f"secret values leaked: {leaks}"
+
+
+def test_make_ui_binds_to_localhost() -> None:
+    """`make -n ui` (what `make ui` would run) starts the MLflow UI on 127.0.0.1 only."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(
+        ["make", "-n", "ui"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    commands = [shlex.split(line) for line in out.splitlines() if " ui " in f" {line} "]
+    mlflow_ui = [c for c in commands if c and c[0].endswith("mlflow") and c[1] == "ui"]
+    assert len(mlflow_ui) == 1, f"no single `mlflow ui` command in:\n{out}"
+    argv = mlflow_ui[0]
+    hosts = [argv[i + 1] for i, a in enumerate(argv) if a in ("--host", "-h")]
+    hosts += [a.split("=", 1)[1] for a in argv if a.startswith("--host=")]
+    assert hosts == ["127.0.0.1"], f"the UI must bind to 127.0.0.1 only: {argv}"
+
+
+# --- trust_remote_code -------------------------------------------------------------------
+
+
+def test_trust_remote_code_is_off_by_default() -> None:
+    """The schema, conf/config.yaml and the committed params.yaml all keep trust_remote_code
+    off for the bi-encoder and the cross-encoder."""
+    assert Config().model.trust_remote_code is False
+    assert Config().rerank.trust_remote_code is False
+    for path in (REPO / "conf" / "config.yaml", REPO / "params.yaml"):
+        if not path.exists():
+            continue
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert raw["model"]["trust_remote_code"] is False, path
+        assert raw["rerank"]["trust_remote_code"] is False, path
+
+
+def test_loaders_pass_the_flag_to_the_models(
+    tiny_bi_encoder: Path, tiny_cross_encoder: Path
+) -> None:
+    """The loaders give the models trust_remote_code as asked, False when not asked: the
+    flag Sentence Transformers keeps on the model (and consults for remote code)."""
+    assert load_bi_encoder(str(tiny_bi_encoder)).trust_remote_code is False
+    assert load_bi_encoder(str(tiny_bi_encoder), trust_remote_code=True).trust_remote_code is True
+    assert load_cross_encoder(str(tiny_cross_encoder), 128).trust_remote_code is False
+    on = load_cross_encoder(str(tiny_cross_encoder), 128, trust_remote_code=True)
+    assert on.trust_remote_code is True
+
+
+#: Every call that builds a model, and the trust_remote_code arguments it may be given: the
+#: config key of its kind of model, or (inside a loader) the loader's own argument.
+ALLOWED_FLAGS = {
+    "load_bi_encoder": {"cfg.model.trust_remote_code"},
+    "SentenceTransformer": {"trust_remote_code"},
+    "load_cross_encoder": {"cfg.rerank.trust_remote_code"},
+    "CrossEncoder": {"trust_remote_code"},
+}
+
+
+def _model_loads() -> list[tuple[str, int, str, str | None]]:
+    """(file, line, callee, trust_remote_code argument) of every model load in src/ and
+    stages/."""
+    found = []
+    for path in sorted([*(REPO / "src").rglob("*.py"), *(REPO / "stages").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name not in ALLOWED_FLAGS:
+                continue
+            flag = next((k.value for k in node.keywords if k.arg == "trust_remote_code"), None)
+            rel = path.relative_to(REPO).as_posix()
+            found.append((rel, node.lineno, name, ast.unparse(flag) if flag else None))
+    return found
+
+
+def test_every_model_load_takes_the_flag_from_the_config() -> None:
+    """Every model load in src/ and stages/ passes trust_remote_code explicitly: from
+    cfg.model for bi-encoders, cfg.rerank for cross-encoders, and inside a loader its own
+    argument, which defaults to False. No load falls back to a library default."""
+    loads = _model_loads()
+    assert len(loads) >= 8, f"too few model loads found, is the scan broken? {loads}"
+    bad = [load for load in loads if load[3] not in ALLOWED_FLAGS[load[2]]]
+    assert not bad, f"model loads not taking trust_remote_code from the config: {bad}"
+    for loader in (load_bi_encoder, load_cross_encoder):
+        default = inspect.signature(loader).parameters["trust_remote_code"].default
+        assert default is False, f"{loader.__name__} defaults trust_remote_code to {default}"
