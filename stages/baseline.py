@@ -9,11 +9,8 @@ import logging
 from pathlib import Path
 
 from irtune.beir import read_beir
-from irtune.config import IndexConfig
-from irtune.encode import encode_corpus
-from irtune.index import build_index
 from irtune.io import atomic_path, write_trec_run
-from irtune.retrieve import dense_search
+from irtune.retrieve import exact_search
 from irtune.stage import run_stage, stage_parser
 from irtune.train import load_bi_encoder
 
@@ -36,15 +33,12 @@ def main(args, cfg):
     dataset = read_beir(args.data, [cfg.dataset.test_split])
     # The base model exactly as published (its own max_seq_length): the true zero-shot.
     model = load_bi_encoder(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
-    index = build_index(
-        encode_corpus(model, dataset.corpus, cfg.encode.batch_size), IndexConfig(type="flat")
-    )
-    run = dense_search(
+    run = exact_search(
         model,
-        index,
-        list(dataset.corpus),
+        dataset.corpus,
         dataset.split_queries(cfg.dataset.test_split),
         cfg.retrieve.top_k,
+        cfg.encode.batch_size,
         cfg.retrieve.batch_size,
     )
     write_trec_run(args.out, run, tag="irtune-zero-shot")

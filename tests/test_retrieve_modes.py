@@ -4,7 +4,6 @@ stage in ``hybrid`` and ``bm25`` mode on the tiny assets."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 from dataclasses import asdict
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stage_helpers import load_stage
 
 from irtune.beir import Corpus, Qrels, read_beir
 from irtune.bm25 import bm25_search
@@ -24,8 +24,6 @@ from irtune.io import Run, read_trec_run
 from irtune.retrieve import choose_fusion, dense_search, fuse, fuse_rrf, fuse_wsum, min_max
 from irtune.stage import run_stage
 from irtune.train import load_bi_encoder
-
-REPO = Path(__file__).resolve().parents[1]
 
 CORPUS: Corpus = {
     "a": {"title": "", "text": "apple banana apple"},
@@ -220,16 +218,6 @@ def test_hybrid_needs_a_dev_split_other_than_test() -> None:
 # --- the stage -------------------------------------------------------------------------------
 
 
-def _load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"irtune_stage_{name}", REPO / "stages" / f"{name}.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_bi_encoder: Path):
     """A flat index of the tiny corpus built with the tiny bi-encoder."""
@@ -244,7 +232,7 @@ def _run_retrieve(root: Path, tiny_beir: Path, model: Path, index: Path, retriev
     params = asdict(Config())
     params["retrieve"].update(retrieve)
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    mod = _load_stage("retrieve")
+    mod = load_stage("retrieve")
     argv = [
         "--data", str(tiny_beir), "--model", str(model), "--index", str(index),
         "--out", "data/runs/retrieve.trec", "--metrics", "metrics/retrieve.json",

@@ -8,27 +8,25 @@ and overridden for the tiny assets, so this is the pipeline ``dvc repro`` runs, 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import math
-import re
 import shlex
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from stage_helpers import default_params as _params
+from stage_helpers import resolve as _resolve
+from stage_helpers import run_stage_cli as _run
 
 from irtune.beir import read_beir, stats
-from irtune.config import Config
 from irtune.encode import read_embeddings
 from irtune.index import read_index
 from irtune.io import read_trec_run
-from irtune.stage import run_stage
 from irtune.train import load_bi_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,44 +36,9 @@ METRICS = {"ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_100"}
 TOP_K = 20
 
 
-def _load_stage(name: str):
-    """Import stages/<name>.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"irtune_stage_{name}", REPO / "stages" / f"{name}.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(name: str, argv: list[str]) -> None:
-    module = _load_stage(name)
-    run_stage(name, module.build_parser(), module.main, argv)
-
-
-def _lookup(params: dict[str, Any], dotted: str) -> Any:
-    value: Any = params
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def _resolve(text: str, params: dict[str, Any]) -> str:
-    """Interpolate DVC's ``${a.b}`` from params."""
-    return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(params, m.group(1).strip())), text)
-
-
 def _paths(entries: list) -> list[str]:
     """Paths of a dvc.yaml outs/metrics/deps list (entries are strings or one-key dicts)."""
     return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-
-
-def _params(**overrides: dict[str, Any]) -> dict[str, Any]:
-    params = asdict(Config())
-    for section, values in overrides.items():
-        params[section].update(values)
-    return params
 
 
 @pytest.fixture(scope="module")

@@ -169,25 +169,20 @@ def cross_encoder_labels(
 
 def base_model_top_k(queries: list[str], dataset: BeirDataset, cfg: Config) -> dict[str, list[str]]:
     """The base model's top ``prepare.label_top_k`` documents of each query id."""
-    from irtune.config import IndexConfig
-    from irtune.encode import encode_corpus
-    from irtune.index import build_index
-    from irtune.retrieve import dense_search
+    from irtune.retrieve import exact_search
     from irtune.train import load_bi_encoder
 
     model = load_bi_encoder(
-        cfg.prepare.mine_model or cfg.model.base, trust_remote_code=cfg.model.trust_remote_code
+        cfg.prepare.mine_model or cfg.model.base,
+        trust_remote_code=cfg.model.trust_remote_code,
+        max_seq_length=cfg.train.max_seq_length,
     )
-    model.max_seq_length = cfg.train.max_seq_length
-    index = build_index(
-        encode_corpus(model, dataset.corpus, cfg.encode.batch_size), IndexConfig(type="flat")
-    )
-    run = dense_search(
+    run = exact_search(
         model,
-        index,
-        list(dataset.corpus),
+        dataset.corpus,
         {q: dataset.queries[q] for q in queries},
         cfg.prepare.label_top_k,
+        cfg.encode.batch_size,
         cfg.retrieve.batch_size,
     )
     return {q: list(docs) for q, docs in run.items()}

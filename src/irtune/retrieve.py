@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irtune.beir import Qrels, Queries
+from irtune.beir import Corpus, Qrels, Queries
 from irtune.config import EvaluateConfig
 from irtune.errors import DataError
 from irtune.io import Run
@@ -54,6 +54,27 @@ def dense_search(
         # Faiss pads with -1 when an approximate index finds fewer than top_k hits.
         run[qid] = {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
     return run
+
+
+def exact_search(
+    model,
+    corpus: Corpus,
+    queries: Queries,
+    top_k: int,
+    encode_batch_size: int,
+    query_batch_size: int,
+) -> Run:
+    """Encode ``corpus`` with ``model`` and search it exactly (a flat index) for ``queries``.
+
+    The zero-shot baseline and the base model's candidates for cross-encoder labels both
+    need this one-off search, without the pipeline's stored index.
+    """
+    from irtune.config import IndexConfig
+    from irtune.encode import encode_corpus
+    from irtune.index import build_index
+
+    index = build_index(encode_corpus(model, corpus, encode_batch_size), IndexConfig(type="flat"))
+    return dense_search(model, index, list(corpus), queries, top_k, query_batch_size)
 
 
 def min_max(ranking: dict[str, float], floor: float | None = None) -> dict[str, float]:
