@@ -257,16 +257,18 @@ def _exp_names(repo: E2ERepo) -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def _exp_params(repo: E2ERepo) -> dict[str, dict[str, Any]]:
-    """``dvc exp show --json``: experiment name -> its params.yaml data."""
+def _exp_params(repo: E2ERepo, source: str = "params.yaml") -> dict[str, dict[str, Any]]:
+    """``dvc exp show --json``: experiment name -> the data of its params.yaml (or, with
+    ``source="metrics/eval.json"``, of that metrics file)."""
     shown = json.loads(repo.dvc("exp", "show", "--json"))
     found: dict[str, dict[str, Any]] = {}
+    kind = "params" if source == "params.yaml" else "metrics"
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             name, data = node.get("name"), node.get("data")
-            if name and isinstance(data, dict) and "params" in data:
-                found[name] = data["params"].get("params.yaml", {}).get("data", {})
+            if name and isinstance(data, dict) and kind in data:
+                found[name] = (data[kind] or {}).get(source, {}).get("data", {})
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -382,7 +384,8 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     out, counts = _queue_table(repo)
     assert counts.get("Queued") == 2, f"expected 2 queued experiments:\n{out}"
 
-    repo.dvc("queue", "start")
+    # Two workers: the experiments run in parallel and must not mix their tracking.
+    repo.dvc("queue", "start", "-j", "2")
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while True:
         out, counts = _queue_table(repo)
@@ -407,6 +410,14 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     new = [r for r in runs if r.info.run_id not in (repo.first_run_id, repo.exp_run_id)]
     assert {r.data.params.get("loss.name") for r in new} == {"mnrl", "cosent"}
     assert {r.data.tags.get("dvc_exp_name") for r in new} == new_names
+    # Each run holds exactly its own experiment's params and metrics.
+    metrics = _exp_params(repo, "metrics/eval.json")
+    for run in new:
+        name = run.data.tags["dvc_exp_name"]
+        assert run.data.params["loss.name"] == shown[name]["loss"]["name"], (name, run.data)
+        for stage in ("retrieve", "rerank"):
+            for metric, value in metrics[name][stage].items():
+                assert run.data.metrics[f"{stage}.{metric}"] == value, (name, stage, metric)
     artifacts_root = (repo.root / "mlartifacts").as_uri()
     head = _head(repo)
     for run in new:
