@@ -37,7 +37,9 @@ def main(args, cfg):
         model,
         dataset.corpus,
         dataset.split_queries(cfg.dataset.test_split),
-        cfg.retrieve.top_k,
+        # Deep enough for every reported cut-off, and independent of retrieve.top_k, so a
+        # change there does not recompute the baseline.
+        max(cfg.evaluate.ndcg_k, cfg.evaluate.recall_k, cfg.evaluate.mrr_k, cfg.evaluate.map_k),
         cfg.encode.batch_size,
         cfg.retrieve.batch_size,
     )

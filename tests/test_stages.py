@@ -24,6 +24,7 @@ from stage_helpers import resolve as _resolve
 from stage_helpers import run_stage_cli as _run
 
 from irtune.beir import read_beir, stats
+from irtune.config import EvaluateConfig
 from irtune.encode import read_embeddings
 from irtune.index import read_index
 from irtune.io import read_trec_run
@@ -153,12 +154,20 @@ def test_encode_and_index_output(pipeline: dict[str, Any], tiny_beir: Path) -> N
     "run_file", ["data/runs/retrieve.trec", "data/runs/rerank.trec", "data/runs/baseline.trec"]
 )
 def test_run_outputs(pipeline: dict[str, Any], tiny_beir: Path, run_file: str) -> None:
-    """Each run answers every test query with retrieve.top_k docs from the corpus."""
+    """Each run answers every test query with retrieve.top_k docs from the corpus; the
+    baseline goes as deep as the deepest metric cut-off (clamped to the corpus), whatever
+    retrieve.top_k is."""
     src = read_beir(tiny_beir, ["test"])
     run = read_trec_run(_file(pipeline, run_file))
     assert run.keys() == src.qrels["test"].keys()
+    cuts = EvaluateConfig()
+    depth = (
+        min(max(cuts.ndcg_k, cuts.recall_k, cuts.mrr_k, cuts.map_k), len(src.corpus))
+        if "baseline" in run_file
+        else TOP_K
+    )
     for docs in run.values():
-        assert len(docs) == TOP_K
+        assert len(docs) == depth
         assert set(docs) <= src.corpus.keys()
     if "rerank" in run_file:
         assert all(0.0 <= s <= 1.0 for docs in run.values() for s in docs.values())
@@ -190,7 +199,6 @@ def test_significance(pipeline: dict[str, Any]) -> None:
     """metrics/significance.json compares both runs with the zero-shot baseline per metric,
     and its 'value' and 'baseline' agree with eval.json and the baseline run's own score."""
     from irtune.beir import find_file, read_qrels
-    from irtune.config import EvaluateConfig
     from irtune.evaluate import evaluate_run
 
     sig = _json(pipeline, "metrics/significance.json")
