@@ -108,3 +108,22 @@ def run_pipeline(root: Path, params: dict[str, Any], stages: list[str] | None = 
     with contextlib.chdir(root):
         for name in stages or STAGES:
             run_stage_cli(name, stage_argv(name, params))
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a text file."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def set_line(path: Path, lineno: int, text: str) -> None:
+    """Replace line ``lineno`` (1-based) of ``path`` with ``text``."""
+    content = lines(path)
+    content[lineno - 1] = text
+    path.write_text("\n".join(content) + "\n", encoding="utf-8")
+
+
+def append_line(path: Path, text: str) -> int:
+    """Append ``text`` as a new line of ``path``; return its line number."""
+    content = [*lines(path), text]
+    path.write_text("\n".join(content) + "\n", encoding="utf-8")
+    return len(content)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stage_helpers import append_line as _append_line
 from stage_helpers import (
     declared_outputs,
     load_stage,
@@ -38,6 +39,8 @@ from stage_helpers import (
     tiny_params,
     write_params,
 )
+from stage_helpers import lines as _lines
+from stage_helpers import set_line as _set_line
 
 from irtune.beir import find_file, read_beir, read_corpus
 from irtune.config import IndexConfig
@@ -125,24 +128,6 @@ class Workspace:
         for path in removed:
             path.unlink()
         return folder
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def _set_line(path: Path, lineno: int, text: str) -> None:
-    """Replace line ``lineno`` (1-based) of ``path`` with ``text``."""
-    lines = _lines(path)
-    lines[lineno - 1] = text
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _append_line(path: Path, text: str) -> int:
-    """Append ``text`` as a new line of ``path``; return its line number."""
-    lines = [*_lines(path), text]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines)
 
 
 def _truncate(path: Path) -> None:

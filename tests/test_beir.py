@@ -9,6 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from stage_helpers import append_line as _append_line
+from stage_helpers import lines as _lines
+from stage_helpers import set_line as _set_line
 
 from irtune.beir import BeirDataset, read_beir, stats, write_beir
 from irtune.errors import DataError
@@ -20,24 +23,6 @@ SPLITS = ["train", "dev", "test"]
 def beir(tiny_beir: Path, tmp_path: Path) -> Path:
     """A private, editable copy of the tiny BEIR folder."""
     return Path(shutil.copytree(tiny_beir, tmp_path / "beir"))
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def _set_line(path: Path, lineno: int, text: str) -> None:
-    """Replace line ``lineno`` (1-based) of ``path`` with ``text``."""
-    lines = _lines(path)
-    lines[lineno - 1] = text
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _append_line(path: Path, text: str) -> int:
-    """Append ``text`` as a new line of ``path``; return its line number."""
-    lines = [*_lines(path), text]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines)
 
 
 def _same(a: BeirDataset, b: BeirDataset) -> None:
