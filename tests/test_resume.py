@@ -135,8 +135,15 @@ def test_killed_training_resumes_on_the_same_schedule(
     assert _checkpoints(killed) == left
     (killed / "params.yaml").write_text(original)
 
+    # A kill can also land while a checkpoint is being written: the trainer writes
+    # trainer_state.json last, so such a folder lacks it. Make sure one is there.
+    torn = left[-1].parent / "checkpoint-9999"
+    torn.mkdir(exist_ok=True)
+    (torn / "model.safetensors").write_bytes(b"half a file")
+
     log = _stage(killed, "train", *_train_args(tiny_beir))
     assert "Resuming the interrupted schedule" in log
+    assert "killed while saving" in log
     assert not _checkpoints(killed), "a finished run removes its checkpoints"
 
     ours, reference = _weights(killed), _weights(whole)
@@ -147,3 +154,18 @@ def test_killed_training_resumes_on_the_same_schedule(
     expected = json.loads((whole / "train.json").read_text())
     assert history["loss_curve"] == expected["loss_curve"]
     assert history["summary"]["steps"] == expected["summary"]["steps"]
+
+
+def test_last_checkpoint_skips_one_torn_by_a_kill(tmp_path: Path) -> None:
+    """The newest complete checkpoint is resumed; a newer one without trainer_state.json
+    (killed mid-save) is removed rather than crashing the resume."""
+    from irtune.train import last_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_checkpoint(tmp_path / "missing") is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,10 +243,22 @@ def train(
 
 
 def last_checkpoint(work_dir: Path) -> str | None:
-    """The newest complete trainer checkpoint in ``work_dir``, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete trainer checkpoint in ``work_dir``, if any.
 
-    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    The trainer writes ``trainer_state.json`` last, so a folder without it was being saved
+    when the run was killed: it is removed, and the previous checkpoint is used.
+    """
+    steps = sorted(
+        (p for p in work_dir.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()),
+        key=lambda p: int(p.name.removeprefix("checkpoint-")),
+        reverse=True,
+    )
+    for checkpoint in steps:
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+        log.warning("Removing %s: the run was killed while saving it", checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def split_history(history: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
