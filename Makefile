@@ -7,10 +7,15 @@ STAMP := $(VENV)/.installed-stamp
 # Extra Hydra overrides for `make run` / `make params`, e.g.
 #   make run OVERRIDES="dataset.source=../shared/data/nfcorpus train.epochs=0"
 OVERRIDES ?=
+# `make sweep SWEEP=losses JOBS=1`: a named sweep from conf/sweep/ (OVERRIDES apply to every member).
+SWEEP ?= losses
+JOBS ?= 1
+# The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
+EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run params test lint sync ui clean
+.PHONY: help install browser run params sweep report exps test lint sync ui clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -19,9 +24,18 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	$(MAKE) --no-print-directory browser
 	touch $@
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies (only)
+
+browser: ## Debian's chromium + chromedriver, for the MLflow UI test (apt-get, as root)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; the MLflow UI test will skip"; \
+	else echo "note: no chromium/chromedriver and no root for apt-get: the MLflow UI test will skip"; fi
 
 params: $(STAMP) ## Compose conf/ (+ OVERRIDES) into params.yaml, as `dvc exp run` does
 	$(BIN)/python -m irtune.compose $(OVERRIDES)
@@ -29,6 +43,15 @@ params: $(STAMP) ## Compose conf/ (+ OVERRIDES) into params.yaml, as `dvc exp ru
 run: $(STAMP) ## Run the whole pipeline (dvc repro) on the config in conf/ (+ OVERRIDES)
 	$(BIN)/python -m irtune.compose $(OVERRIDES)
 	$(BIN)/dvc repro
+
+sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, JOBS, OVERRIDES) + its report
+	$(BIN)/python -m irtune.sweep run $(SWEEP) $(OVERRIDES) --jobs $(JOBS)
+
+report: $(STAMP) ## (Re)write reports/$(SWEEP)/ from the sweep's MLflow runs
+	$(BIN)/python -m irtune.sweep report $(SWEEP)
+
+exps: $(STAMP) ## dvc exp show, with the columns that matter
+	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'
 
 test: $(STAMP) ## Run the whole test suite, offline
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

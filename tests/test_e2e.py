@@ -443,3 +443,223 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     ]
     assert not strays, f"MLflow files inside .dvc/: {strays}"
     repo.passed.add("queue")
+
+
+def _tiny_sweep(repo: E2ERepo) -> Path:
+    """A two-axis sweep whose members that use a missing cross-encoder fail in rerank."""
+    good = repo.assets["cross_encoder"]
+    missing = repo.root.parent / "no-such-cross-encoder"
+    path = repo.root / "conf" / "sweep" / "tiny.yaml"
+    path.write_text(
+        "# @package _global_\n"
+        "sweep:\n  name: tiny\n  baseline: train.epochs=1\n"
+        "tracking:\n  experiment: irtune-sweep-tiny\n"
+        "hydra:\n  sweeper:\n    params:\n"
+        "      train.epochs: 1,2\n"
+        f"      rerank.model: {good},{missing}\n",
+        encoding="utf-8",
+    )
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-q", "-m", "e2e: tiny sweep")
+    return path
+
+
+def _sweep_runs(repo: E2ERepo) -> tuple[list, list]:
+    """(member runs, report runs) of the ``irtune-sweep-tiny`` experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("irtune-sweep-tiny")
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    reports = [r for r in runs if r.data.tags.get("irtune.kind") == "sweep-report"]
+    return [r for r in runs if r not in reports], reports
+
+
+def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None:
+    repo.require("queue")
+    _tiny_sweep(repo)
+    out = repo.run(
+        "python", "-m", "irtune.sweep", "run", "tiny", "--jobs", "1", "--poll", "3", check=False
+    )
+    # 1. Four members; the two with the missing cross-encoder fail, the others still run.
+    assert "2 of 4 members failed" in out, out[-OUTPUT_TAIL:]
+    assert re.search(r"Sweep progress: 4/4 done \(2 failed\)", out), out[-OUTPUT_TAIL:]
+    assert "no-such-cross-encoder" in out, "the failed members' logs were not shown"
+
+    # 2. One MLflow run per successful member, tagged with the sweep, plus the report's run.
+    members, reports = _sweep_runs(repo)
+    assert len(members) == 2, [(r.info.run_name, r.data.tags) for r in members]
+    assert {r.data.tags.get("sweep") for r in members} == {"tiny"}
+    sweep_ids = {r.data.tags.get("sweep_id") for r in members}
+    assert len(sweep_ids) == 1 and "" not in sweep_ids, sweep_ids
+    sweep_id = sweep_ids.pop()
+    assert {r.data.params["train.epochs"] for r in members} == {"1", "2"}
+    assert {r.data.params["rerank.model"] for r in members} == {str(repo.assets["cross_encoder"])}
+    for run in members:
+        assert run.data.metrics["ndcg_at_10"] == run.data.metrics["rerank.ndcg_at_10"]
+        assert run.info.run_name.startswith(f"tiny-{sweep_id}-"), run.info.run_name
+    assert len(reports) == 1, [r.info.run_name for r in reports]
+
+    # 3. The report: best first, tested against the epochs=1 member, failures listed, plots.
+    folder = repo.root / "reports" / "tiny"
+    summary = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    rows = summary["members"]
+    assert [r["axes"]["train.epochs"] for r in rows] in (["1", "2"], ["2", "1"]), rows
+    scores = [r["metrics"]["ndcg_at_10"] for r in rows]
+    assert scores == sorted(scores, reverse=True), rows
+    base = next(r for r in rows if r["axes"]["train.epochs"] == "1")
+    assert base["vs_baseline"]["delta"] == 0 and base["vs_baseline"]["p_value"] == 1.0, base
+    assert "train.epochs=1" in summary["baseline"], summary["baseline"]
+    assert len(summary["failed"]) == 2, summary["failed"]
+    md = (folder / "report.md").read_text(encoding="utf-8")
+    for row in rows:
+        assert f"`{row['name']}`" in md, md
+    for name in summary["failed"]:
+        assert name in md, md
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    assert pngs == [
+        "dev_curves.png",
+        "ndcg_at_10_by_rerank_model.png",
+        "ndcg_at_10_by_train_epochs.png",
+    ], pngs
+    for png in folder.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
+    assert {"report.md", "report.json", "dev_curves.png"} <= logged, logged
+
+    # 4. `make exps` keeps the columns that matter and drops the rest.
+    shown = repo.run("make", "--no-print-directory", "exps", f"BIN={VENV_BIN}", "STAMP=")
+    header = next(line for line in shown.splitlines() if "Experiment" in line)
+    for column in ("loss.name", "train.epochs", "rerank.ndcg_at_10"):
+        assert column in shown, f"`make exps` lacks {column}:\n{shown}"
+    assert "index.hnsw_m" not in shown and "dataset.source" not in shown, header
+    repo.passed.add("sweep")
+
+
+ARTIFACTS = REPO / "test-artifacts"  # screenshots, kept for whoever reads the test run
+BROWSER = Path("/usr/bin/chromium")
+DRIVER = Path("/usr/bin/chromedriver")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(repo: E2ERepo):
+    """``mlflow server`` on 127.0.0.1 over the e2e repository's store."""
+    import urllib.request
+
+    port = _free_port()
+    log_path = repo.root.parent / "mlflow-server.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{repo.root / 'mlflow.db'}"],
+            cwd=repo.root, env=repo.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"mlflow server exited:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"no answer:\n{log_path.read_text()[-4000:]}"
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def browser():
+    missing = [str(p) for p in (BROWSER, DRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(
+            f"{', '.join(missing)} not installed: `make browser` installs Debian's "
+            "chromium and chromium-driver (apt-get, as root)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(BROWSER)
+    # Headless, and nothing that phones home: this machine's network is closed.
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _ui_number(value: float) -> str:
+    """How MLflow's compare view prints a metric: rounded to 3 decimals, as JavaScript."""
+    rounded = round(value, 3)
+    return str(int(rounded)) if rounded == int(rounded) else repr(rounded)
+
+
+def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_server, browser):
+    repo.require("sweep")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    members, reports = _sweep_runs(repo)
+    experiment_id = members[0].info.experiment_id
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def page_text() -> str:
+        return browser.find_element(By.TAG_NAME, "body").text
+
+    def wait_for(texts: list[str], shot: str) -> str:
+        try:
+            WebDriverWait(browser, 90).until(lambda _: all(t in page_text() for t in texts))
+        finally:
+            browser.save_screenshot(str(ARTIFACTS / shot))
+        return page_text()
+
+    # 1. The experiment's runs table lists every member and the report.
+    browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs")
+    names = [r.info.run_name for r in members + reports]
+    wait_for(names, "mlflow-sweep-runs.png")
+
+    # 2. The compare view puts the members side by side, with their ndcg_at_10.
+    ids = json.dumps([r.info.run_id for r in members]).replace(" ", "")
+    browser.get(f'{mlflow_server}/#/compare-runs?runs={ids}&experiments=["{experiment_id}"]')
+    text = wait_for(["ndcg_at_10", "train.epochs"], "mlflow-sweep-compare.png")
+    for run in members:
+        assert run.info.run_name in text, f"{run.info.run_name} not in the compare view"
+    metrics_part = text[text.rfind("Metrics") :]
+    for run in members:
+        shown = _ui_number(run.data.metrics["ndcg_at_10"])
+        assert shown in metrics_part, (
+            f"{run.info.run_name}'s ndcg_at_10 {shown} not in the compare view's metrics; "
+            f"screenshot: {ARTIFACTS / 'mlflow-sweep-compare.png'}"
+        )

@@ -172,6 +172,18 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Set by a ``conf/sweep/`` file and ``make sweep``; empty for a single experiment."""
+
+    #: The sweep's name (its file in ``conf/sweep/``); becomes the MLflow tag ``sweep``.
+    name: str = ""
+    #: One invocation of the sweep (set by ``make sweep``); the MLflow tag ``sweep_id``.
+    id: str = ""
+    #: ``key=value`` of the member the others are tested against; "" = the zero-shot model.
+    baseline: str = ""
+
+
+@dataclass
 class Config:
     """Everything ``params.yaml`` may hold."""
 
@@ -186,6 +198,7 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 _CHOICES = {

@@ -89,12 +89,16 @@ def build_record(
             "base_model": cfg.model.base,
             "loss": cfg.loss.name,
         }
+        | ({"sweep": cfg.sweep.name, "sweep_id": cfg.sweep.id} if cfg.sweep.name else {})
         | {
             f"verdict.{run}.{m}": r["verdict"]
             for run, res in compared.items()
             for m, r in res.items()
         },
-        "metrics": {
+        # The headline: the final run's metrics (rerank; it passes retrieval through when
+        # rerank.top_k is 0) under their bare names, so MLflow's compare view lists them first.
+        "metrics": dict(metrics.get("rerank", {}))
+        | {
             f"{run}.{name}": value
             for run, values in metrics.items()
             for name, value in values.items()

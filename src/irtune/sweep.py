@@ -1,0 +1,250 @@
+"""Named sweeps: ``conf/sweep/<name>.yaml`` -> queued DVC experiments -> one comparison report.
+
+A sweep file is a ``conf/sweep`` config group option. What it sets (a data subset, the
+MLflow experiment, ``sweep.name``...) is fixed for every member; its axes are Hydra sweep
+overrides under ``hydra.sweeper.params``, as in lightning-hydra-template's hparams_search
+configs. Hydra drops the ``hydra`` node when DVC composes ``params.yaml``, so the axes never
+reach a member's params; this module reads them and hands them to ``dvc exp run --queue -S``,
+which queues their product.
+
+Usage::
+
+    python -m irtune.sweep run losses [OVERRIDE ...] [--jobs N]   # make sweep SWEEP=losses
+    python -m irtune.sweep report losses [--sweep-id ID]           # make report SWEEP=losses
+
+``run`` validates every member's config first, queues the members, starts DVC's queue
+workers, logs progress until every member has finished, and writes the report. A failed
+member does not stop the others; it is reported, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from irtune.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SWEEP_DIR = Path("conf") / "sweep"
+DONE = ("Success", "Failed")
+
+
+@dataclass
+class Sweep:
+    """A sweep file, read."""
+
+    name: str
+    path: Path
+    #: Hydra sweep override per key, in file order, e.g. ``{"loss": "mnrl,cosent"}``.
+    axes: dict[str, str]
+
+
+def load_sweep(name: str, root: Path = Path(".")) -> Sweep:
+    """Read ``conf/sweep/<name>.yaml`` and its axes.
+
+    Raises:
+        ConfigError: If the file is missing (the message lists the sweeps there are), has no
+            axes, or does not set ``sweep.name`` to its own name.
+    """
+    from omegaconf import OmegaConf
+
+    folder = root / SWEEP_DIR
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"{path}: no such sweep; there are: {', '.join(known) or 'none'}")
+    raw = OmegaConf.load(path)
+    axes = OmegaConf.select(raw, "hydra.sweeper.params", default=None)
+    if not axes:
+        raise ConfigError(f"{path}: 'hydra.sweeper.params' lists no axes to sweep")
+    if OmegaConf.select(raw, "sweep.name", default=None) != name:
+        raise ConfigError(f"{path}: 'sweep.name' must be {name!r}, the file's own name")
+    return Sweep(name=name, path=path, axes={str(k): str(v) for k, v in axes.items()})
+
+
+def members(sweep: Sweep, overrides: list[str]) -> list[list[str]]:
+    """Every member's overrides, in the order ``dvc exp run --queue`` queues them.
+
+    Args:
+        sweep: The sweep.
+        overrides: Overrides shared by every member (``sweep=<name>``, ``sweep.id=...`` and
+            the user's own, e.g. a local dataset).
+    """
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    axes = [f"{key}={values}" for key, values in sweep.axes.items()]
+    return [m["params.yaml"] for m in get_hydra_sweeps({"params.yaml": overrides + axes})]
+
+
+def validate_members(all_overrides: list[list[str]], root: Path = Path(".")) -> None:
+    """Compose and validate every member's config before anything is queued, so a typo in an
+    axis fails in seconds rather than in the third member's train stage.
+
+    Raises:
+        ConfigError: Naming the member's overrides and the bad key.
+    """
+    from irtune.compose import compose
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for overrides in all_overrides:
+            try:
+                compose(overrides, root=root, output=str(Path(tmp) / "params.yaml"))
+            except ConfigError as exc:
+                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
+            except Exception as exc:  # Hydra's own errors: unknown group option, bad syntax
+                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
+
+
+def _dvc(*args: str) -> str:
+    proc = subprocess.run(["dvc", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def queue_status() -> dict[str, str]:
+    """``dvc queue status`` as ``{experiment name: status}``."""
+    status = {}
+    for line in _dvc("queue", "status").splitlines()[1:]:
+        parts = line.split()
+        # Task  Name  Created(1-2 words)  Status; a nameless task shows "None".
+        if len(parts) >= 4:
+            status[parts[1]] = parts[-1]
+    return status
+
+
+def queue(sweep: Sweep, sweep_id: str, overrides: list[str]) -> list[str]:
+    """Queue every member with one ``dvc exp run --queue``; return their experiment names.
+
+    Members are named ``<sweep>-<id>-<n>`` (DVC numbers a named sweep's members itself).
+    """
+    prefix = f"{sweep.name}-{sweep_id}"
+    args = ["exp", "run", "--queue", "--name", prefix]
+    for override in overrides + [f"{k}={v}" for k, v in sweep.axes.items()]:
+        args += ["-S", override]
+    out = _dvc(*args)
+    names = re.findall(r"Queued experiment '([^']+)'", out)
+    if not names:
+        raise RuntimeError(f"dvc queued nothing:\n{out}")
+    return names
+
+
+def wait(names: list[str], poll_s: float) -> dict[str, str]:
+    """Log progress until every member is done; return their final statuses."""
+    last = None
+    while True:
+        status = queue_status()
+        ours = {name: status.get(name, "Queued") for name in names}
+        done = [n for n in names if ours[n] in DONE]
+        failed = [n for n in names if ours[n] == "Failed"]
+        running = [n for n in names if ours[n] == "Running"]
+        line = (
+            f"{len(done)}/{len(names)} done ({len(failed)} failed); "
+            f"running: {', '.join(running) or '-'}"
+        )
+        if line != last:
+            log.info("Sweep progress: %s", line)
+            last = line
+        if len(done) == len(names):
+            return ours
+        time.sleep(poll_s)
+
+
+def run(
+    name: str, overrides: list[str], jobs: int = 1, poll_s: float = 10.0, root: Path = Path(".")
+) -> int:
+    """Run a sweep end to end and write its report.
+
+    Args:
+        name: The sweep (``conf/sweep/<name>.yaml``).
+        overrides: Extra overrides for every member, e.g. ``dataset.source=...``.
+        jobs: DVC queue workers. On a CPU machine 1 is fastest: two trainings fight for
+            the same cores.
+        poll_s: Seconds between progress checks.
+        root: The repository.
+
+    Returns:
+        The exit status: 0 if every member succeeded, 1 otherwise.
+    """
+    from irtune.report import write_report
+
+    sweep = load_sweep(name, root)
+    sweep_id = datetime.now(UTC).strftime("%m%d-%H%M%S")
+    shared = [f"sweep={name}", f"sweep.id={sweep_id}", *overrides]
+
+    # 1. Every member's config must be valid before one of them costs any time.
+    all_members = members(sweep, shared)
+    validate_members(all_members, root)
+    log.info("Sweep %s (id %s): %d members over %s", name, sweep_id, len(all_members), sweep.axes)
+
+    # 2. Queue them. Tasks someone queued earlier would run too: say so.
+    stale = [n for n, s in queue_status().items() if s == "Queued"]
+    if stale:
+        log.warning("The DVC queue already holds %s; they will run with this sweep", stale)
+    names = queue(sweep, sweep_id, shared)
+
+    # 3. Run them in DVC's queue workers, each in its own temporary copy of the repo.
+    _dvc("queue", "start", "--jobs", str(jobs))
+    try:
+        final = wait(names, poll_s)
+    except KeyboardInterrupt:
+        log.warning("Stopped waiting; the members go on running (`dvc queue kill` stops them)")
+        raise
+
+    # 4. Report: the table and plots, from the members' MLflow runs.
+    failed = [n for n in names if final[n] == "Failed"]
+    for member in failed:
+        tail = subprocess.run(
+            ["dvc", "queue", "logs", member], capture_output=True, text=True, check=False
+        ).stdout.splitlines()[-15:]
+        log.error(
+            "Member %s failed; the end of `dvc queue logs %s`:\n%s", member, member, "\n".join(tail)
+        )
+    write_report(name, sweep_id, root=root, failed=failed)
+    if failed:
+        log.error("%d of %d members failed: %s", len(failed), len(names), ", ".join(failed))
+        return 1
+    log.info("All %d members succeeded; `make exps` shows them in DVC", len(names))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m irtune.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="queue, run and report a sweep")
+    p_run.add_argument("name")
+    p_run.add_argument("overrides", nargs="*", help="Hydra overrides for every member")
+    p_run.add_argument("--jobs", type=int, default=1, help="DVC queue workers")
+    p_run.add_argument("--poll", type=float, default=10.0, help="seconds between checks")
+    p_report = sub.add_parser("report", help="(re)write a sweep's report from MLflow")
+    p_report.add_argument("name")
+    p_report.add_argument("--sweep-id", default="", help="default: the latest run of the sweep")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args.name, args.overrides, jobs=args.jobs, poll_s=args.poll)
+        from irtune.report import write_report
+
+        write_report(args.name, args.sweep_id)
+        return 0
+    except (ConfigError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
