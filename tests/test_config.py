@@ -164,6 +164,7 @@ def _option_values(group: str, option: str) -> dict[str, object]:
     text = path.read_text(encoding="utf-8")
     body = yaml.safe_load(text) or {}
     body.pop("defaults", None)  # group selections (e.g. override /loss), not values
+    body.pop("hydra", None)  # a sweep's axes: Hydra's, never composed into params
     if "@package _global_" not in text:
         body = {group: body}
     return _leaves(body)

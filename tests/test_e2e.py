@@ -485,6 +485,8 @@ def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None
     # 1. Four members; the two with the missing cross-encoder fail, the others still run.
     assert "2 of 4 members failed" in out, out[-OUTPUT_TAIL:]
     assert re.search(r"Sweep progress: 4/4 done \(2 failed\)", out), out[-OUTPUT_TAIL:]
+    # Progress is shown while members run, not only at the end.
+    assert re.search(r"Sweep progress: [0-3]/4 done .*running: tiny-", out), out[-OUTPUT_TAIL:]
     assert "no-such-cross-encoder" in out, "the failed members' logs were not shown"
 
     # 2. One MLflow run per successful member, tagged with the sweep, plus the report's run.

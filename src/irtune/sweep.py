@@ -105,10 +105,18 @@ def validate_members(all_overrides: list[list[str]], root: Path = Path(".")) -> 
 
 
 def _dvc(*args: str) -> str:
-    proc = subprocess.run(["dvc", *args], capture_output=True, text=True, check=False)
+    # A file, not a pipe: `dvc queue start` forks workers that inherit its stdout, and
+    # reading a pipe would wait for the last of them to exit.
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as out:
+        proc = subprocess.run(
+            ["dvc", *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            check=False,
+        )  # fmt: skip
+        out.seek(0)
+        text = out.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{text}")
+    return text
 
 
 def queue_status() -> dict[str, str]:
