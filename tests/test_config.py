@@ -81,6 +81,7 @@ def test_bad_choice_fails(key: str, value: str) -> None:
         ({"prepare": {"max_pairs": -5}}, "prepare.max_pairs"),
         ({"train": {"batch_size": 0}}, "train.batch_size"),
         ({"retrieve": {"top_k": 0}}, "retrieve.top_k"),
+        ({"prepare": {"mine_range_min": 50, "mine_range_max": 50}}, "prepare.mine_range_max"),
     ],
 )
 def test_out_of_range_fails(raw: dict, key: str) -> None:

@@ -269,6 +269,11 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
             f"{source}: loss '{cfg.loss.name}' needs negatives: set 'prepare.negatives' to "
             "random or mined"
         )
+    if cfg.prepare.mine_range_max <= cfg.prepare.mine_range_min:
+        raise ConfigError(
+            f"{source}: 'prepare.mine_range_max' ({cfg.prepare.mine_range_max}) must be greater "
+            f"than 'prepare.mine_range_min' ({cfg.prepare.mine_range_min})"
+        )
     _validate_fusion(cfg, source)
     return cfg
 

@@ -93,8 +93,10 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
     """Hard negatives from Sentence Transformers' ``mine_hard_negatives`` with the base model.
 
     The miner only knows the positives in the pairs it is given; a query's other known
-    positives (unsampled train pairs, dev/test judgements) are filtered out afterwards, so it
-    mines a few spare candidates per pair.
+    positives (unsampled train pairs, dev/test judgements) are filtered out afterwards. An
+    NFCorpus query has ~38 of them, mostly near the top of its ranking, so the miner returns
+    every candidate of its rank window that passes the margin, and the first clean ones are
+    kept (with only a few spare candidates, most pairs were left with none and dropped).
     """
     import datasets
     from sentence_transformers.util import mine_hard_negatives
@@ -106,7 +108,7 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
     )
     model.max_seq_length = cfg.train.max_seq_length
     text_to_id = {doc_text(doc): did for did, doc in dataset.corpus.items()}
-    spare = 5
+    window = cfg.prepare.mine_range_max - cfg.prepare.mine_range_min
     mined = mine_hard_negatives(
         datasets.Dataset.from_dict(
             {
@@ -119,7 +121,7 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
         range_min=cfg.prepare.mine_range_min,
         range_max=cfg.prepare.mine_range_max,
         relative_margin=cfg.prepare.mine_relative_margin or None,
-        num_negatives=cfg.prepare.num_negatives + spare,
+        num_negatives=max(window, cfg.prepare.num_negatives),
         sampling_strategy="top",
         output_format="labeled-list",
         batch_size=cfg.encode.batch_size,
