@@ -89,14 +89,18 @@ def random_negatives(
     return out
 
 
+#: Candidates mined beyond ``num_negatives`` per pair, to replace those that turn out to be
+#: the query's known positives (NFCorpus queries have ~38; the miner knows only the sampled).
+_SPARE_NEGATIVES = 50
+
+
 def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> list[list[str]]:
     """Hard negatives from Sentence Transformers' ``mine_hard_negatives`` with the base model.
 
     The miner only knows the positives in the pairs it is given; a query's other known
     positives (unsampled train pairs, dev/test judgements) are filtered out afterwards. An
     NFCorpus query has ~38 of them, mostly near the top of its ranking, so the miner returns
-    every candidate of its rank window that passes the margin, and the first clean ones are
-    kept (with only a few spare candidates, most pairs were left with none and dropped).
+    up to ``_SPARE_NEGATIVES`` extra candidates and the first clean ones are kept.
     """
     import datasets
     from sentence_transformers.util import mine_hard_negatives
@@ -121,7 +125,7 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
         range_min=cfg.prepare.mine_range_min,
         range_max=cfg.prepare.mine_range_max,
         relative_margin=cfg.prepare.mine_relative_margin or None,
-        num_negatives=max(window, cfg.prepare.num_negatives),
+        num_negatives=min(window, cfg.prepare.num_negatives + _SPARE_NEGATIVES),
         sampling_strategy="top",
         output_format="labeled-list",
         batch_size=cfg.encode.batch_size,
