@@ -17,6 +17,7 @@ and queries (retrieve stage) go through the same engine.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import tempfile
@@ -71,10 +72,16 @@ class RuntimeTransformer(torch.nn.Module):
 
 
 def _input_names(transformer) -> list[str]:
-    # The inputs the tokenizer produces (BERT: ids, token types, mask), in a fixed order.
-    default = ["input_ids", "attention_mask"]
-    names = list(getattr(transformer.tokenizer, "model_input_names", default))
-    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
+    # The inputs the tokenizer produces and the model takes (BERT: ids, mask, token types),
+    # in a fixed order: the graph's inputs.
+    produced = getattr(transformer.tokenizer, "model_input_names", None) or ["input_ids"]
+    params = inspect.signature(transformer.model.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return [
+        n
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+        if n in produced and (takes_any or n in params)
+    ]
 
 
 def export_onnx(transformer, path: Path) -> list[str]:
