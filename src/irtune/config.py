@@ -21,6 +21,14 @@ MNRL_FAMILY = ("mnrl", "cached_mnrl", "gist", "cached_gist")
 SCORE_FAMILY = ("cosent", "cosine")
 LOSSES = MNRL_FAMILY + SCORE_FAMILY
 
+#: Inference engines of the bi-encoder (``encode.backend``) and the precisions each offers
+#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's.
+ENCODE_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32",),
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16"),
+}
+
 
 @dataclass
 class DatasetConfig:
@@ -109,6 +117,11 @@ class EncodeConfig:
     #: Truncation when encoding documents and queries; 0 keeps the trained model's
     #: (train.max_seq_length). Training short and encoding long is a cheap CPU recipe.
     max_seq_length: int = 0
+    #: Engine that embeds documents (encode) and queries (retrieve): ``torch``, ``onnx``
+    #: (ONNX Runtime) or ``openvino``; the model is exported on load (see irtune.backends).
+    backend: str = "torch"
+    #: ``fp32``; ``int8`` (onnx: dynamic quantization) or ``bf16`` (openvino).
+    precision: str = "fp32"
 
 
 @dataclass
@@ -274,8 +287,30 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
             f"{source}: 'prepare.mine_range_max' ({cfg.prepare.mine_range_max}) must be greater "
             f"than 'prepare.mine_range_min' ({cfg.prepare.mine_range_min})"
         )
+    check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_fusion(cfg, source)
     return cfg
+
+
+def check_backend(backend: str, precision: str, source: str = "params") -> None:
+    """Fail, naming the key, unless ``backend``/``precision`` is a pair :data:`ENCODE_PRECISIONS`
+    offers.
+
+    Raises:
+        ConfigError: On an unknown backend, or a precision the backend does not offer.
+    """
+    if backend not in ENCODE_PRECISIONS:
+        raise ConfigError(
+            f"{source}: 'encode.backend' is {backend!r}; expected one of {list(ENCODE_PRECISIONS)}"
+        )
+    allowed = ENCODE_PRECISIONS[backend]
+    if precision not in allowed:
+        owners = [b for b, p in ENCODE_PRECISIONS.items() if precision in p]
+        hint = f" ({precision} needs encode.backend={' or '.join(owners)})" if owners else ""
+        raise ConfigError(
+            f"{source}: 'encode.precision' is {precision!r}, which encode.backend={backend!r} "
+            f"does not offer; expected one of {list(allowed)}{hint}"
+        )
 
 
 def _validate_fusion(cfg: Config, source: str) -> None:

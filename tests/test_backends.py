@@ -1,0 +1,146 @@
+"""encode.backend / encode.precision: ONNX Runtime and OpenVINO embed like torch, the stages
+use the configured engine for documents and queries, and bad values fail naming the key."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from stage_helpers import default_params, run_stage_cli
+
+from irtune.backends import RuntimeTransformer, load_encoder
+from irtune.config import ENCODE_PRECISIONS, validate
+from irtune.encode import read_embeddings
+from irtune.errors import ConfigError
+from irtune.io import read_trec_run
+
+TEXTS = [
+    "Vitamin D supplementation increased bone mineral density in older adults.",
+    "statin muscle pain side effects",
+    "Sugary drinks raised the incidence of type 2 diabetes. " * 6,  # past max_seq_length
+    "soy",
+]
+#: Worst cosine to torch's embedding each precision must keep on the tiny model.
+MIN_COSINE = {"fp32": 0.9999, "bf16": 0.99, "int8": 0.98}
+PAIRS = [(b, p) for b, precisions in ENCODE_PRECISIONS.items() if b != "torch" for p in precisions]
+
+
+def _runtime(backend: str) -> None:
+    pytest.importorskip(
+        "onnxruntime" if backend == "onnx" else "openvino",
+        reason=f"encode.backend={backend} needs its runtime, a pinned dependency: make install",
+    )
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(tiny_bi_encoder: Path) -> np.ndarray:
+    model = load_encoder(str(tiny_bi_encoder))
+    return model.encode(TEXTS, batch_size=2, normalize_embeddings=True)
+
+
+@pytest.mark.parametrize(("backend", "precision"), PAIRS)
+def test_backend_embeds_like_torch(
+    tiny_bi_encoder: Path, torch_embeddings: np.ndarray, backend: str, precision: str
+) -> None:
+    _runtime(backend)
+    model = load_encoder(str(tiny_bi_encoder), backend, precision)
+    assert isinstance(model[0].model, RuntimeTransformer), type(model[0].model)
+    # Batches of 2 with texts of different lengths: padding and dynamic shapes are exercised.
+    emb = model.encode(TEXTS, batch_size=2, normalize_embeddings=True)
+    assert emb.shape == torch_embeddings.shape
+    assert emb.dtype == np.float32
+    cosine = np.sum(emb * torch_embeddings, axis=1)
+    assert cosine.min() > MIN_COSINE[precision], cosine
+    assert model.get_embedding_dimension() == torch_embeddings.shape[1]
+
+
+@pytest.mark.parametrize(("backend", "precision"), PAIRS)
+def test_backend_is_deterministic(tiny_bi_encoder: Path, backend: str, precision: str) -> None:
+    _runtime(backend)
+    first = load_encoder(str(tiny_bi_encoder), backend, precision).encode(TEXTS)
+    second = load_encoder(str(tiny_bi_encoder), backend, precision).encode(TEXTS)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_torch_backend_leaves_the_model_alone(tiny_bi_encoder: Path) -> None:
+    model = load_encoder(str(tiny_bi_encoder), "torch", "fp32")
+    assert not isinstance(model[0].model, RuntimeTransformer)
+    assert any(True for _ in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("encode", "message"),
+    [
+        (
+            {"backend": "tensorrt"},
+            "'encode.backend' is 'tensorrt'; expected one of ['torch', 'onnx', 'openvino']",
+        ),
+        (
+            {"precision": "int8"},
+            "'encode.precision' is 'int8', which encode.backend='torch' does not offer; "
+            "expected one of ['fp32'] (int8 needs encode.backend=onnx)",
+        ),
+        (
+            {"backend": "onnx", "precision": "bf16"},
+            "'encode.precision' is 'bf16', which encode.backend='onnx' does not offer; "
+            "expected one of ['fp32', 'int8'] (bf16 needs encode.backend=openvino)",
+        ),
+        ({"backend": "openvino", "precision": "fp16"}, "'encode.precision' is 'fp16'"),
+    ],
+)
+def test_bad_backend_fails_naming_the_key(encode: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate({"encode": encode}, source="params.yaml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("params.yaml: ")
+
+
+def test_load_encoder_checks_the_pair(tiny_bi_encoder: Path) -> None:
+    with pytest.raises(ConfigError, match=r"encode\.precision"):
+        load_encoder(str(tiny_bi_encoder), "torch", "int8")
+
+
+def test_stages_embed_documents_and_queries_with_the_backend(
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path
+) -> None:
+    """encode, index and retrieve on the onnx int8 backend give the torch pipeline's ranking."""
+    _runtime("onnx")
+    runs = {}
+    for backend, precision in (("torch", "fp32"), ("onnx", "int8")):
+        root = tmp_path / backend
+        root.mkdir()
+        params = default_params(
+            dataset={"name": "tiny", "source": str(tiny_beir)},
+            encode={"batch_size": 16, "backend": backend, "precision": precision},
+            retrieve={"top_k": 5},
+        )
+        (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        with contextlib.chdir(root):
+            run_stage_cli(
+                "encode",
+                ["--data", str(tiny_beir), "--model", str(tiny_bi_encoder), "--out", "emb"],
+            )
+            run_stage_cli("index", ["--embeddings", "emb", "--out", "index"])
+            run_stage_cli(
+                "retrieve",
+                [
+                    *("--data", str(tiny_beir), "--model", str(tiny_bi_encoder)),
+                    *("--index", "index", "--out", "run.trec", "--metrics", "retrieve.json"),
+                ],
+            )
+        runs[backend] = read_trec_run(root / "run.trec")
+        assert json.loads((root / "retrieve.json").read_text())["mode"] == "dense"
+    torch_emb, ids = read_embeddings(tmp_path / "torch" / "emb")
+    onnx_emb, onnx_ids = read_embeddings(tmp_path / "onnx" / "emb")
+    assert ids == onnx_ids
+    assert np.sum(torch_emb * onnx_emb, axis=1).min() > MIN_COSINE["int8"]
+    assert runs["torch"].keys() == runs["onnx"].keys()
+    # Same engine for queries and documents: the top document agrees for nearly every query.
+    top = [max(r, key=r.get) for r in runs["torch"].values()]
+    top_onnx = [max(runs["onnx"][q], key=runs["onnx"][q].get) for q in runs["torch"]]
+    agree = sum(a == b for a, b in zip(top, top_onnx, strict=True)) / len(top)
+    assert agree >= 0.8, (top, top_onnx)

@@ -1,0 +1,126 @@
+"""The benchmark suite runs (``--quick``, tiny assets) and writes sane figures: it cannot rot.
+
+No timing is asserted, only that every section produces its keys with possible values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("irtune_bench", REPO / "benchmarks" / "bench.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+def _load(entry: dict) -> None:
+    for key in ("load_before", "load_after"):
+        assert len(entry[key]["loadavg"]) == 3, entry[key]
+        assert entry[key]["cpu_count"] >= 1, entry[key]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_bi_encoder: Path):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = [
+        *("--quick", "--only", "encode,train,index", "--out", str(out)),
+        *("--data", str(tiny_beir), "--model", str(tiny_bi_encoder)),
+        *("--index-sizes", "1000,3000"),
+    ]
+    returned = _bench().main(argv)
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["sections"].keys() == returned["sections"].keys()
+    return written
+
+
+def test_report_names_the_machine(quick: dict) -> None:
+    assert quick["quick"] is True
+    assert quick["machine"]["cpu_count"] >= 1
+    assert set(quick["sections"]) == {"encode", "train", "index"}
+
+
+def test_encode_section(quick: dict) -> None:
+    encode = quick["sections"]["encode"]
+    _load(encode)
+    assert encode["docs"] == 60
+    comparison = encode["irtune_vs_plain"]
+    assert _positive(comparison["plain_best_docs_per_s"])
+    assert _positive(comparison["ratio_irtune_over_plain"])
+    # The same model and texts: irtune's path must embed exactly what the plain call does.
+    assert comparison["max_abs_diff"] < 1e-5
+    assert set(encode["backends"]) == {
+        "torch-fp32",
+        "onnx-fp32",
+        "onnx-int8",
+        "openvino-fp32",
+        "openvino-bf16",
+    }
+    for key, result in encode["backends"].items():
+        assert "error" not in result, (key, result)
+        assert _positive(result["docs_per_s"]), (key, result)
+        assert 0.0 <= result["ndcg_at_10"] <= 1.0, (key, result)
+        assert 0.9 < result["cosine_to_torch_min"] <= 1.0 + 1e-5, (key, result)
+        assert _positive(result["speedup_vs_torch"]), (key, result)
+    assert encode["backends"]["torch-fp32"]["ndcg_delta_vs_torch"] == 0.0
+
+
+def test_train_section(quick: dict) -> None:
+    train = quick["sections"]["train"]
+    _load(train)
+    assert train["pairs"] > 0
+    for key in ("end_to_end", "loop"):
+        assert _positive(train[f"irtune_pairs_per_s_{key}"])
+        assert _positive(train[f"plain_pairs_per_s_{key}"])
+        assert _positive(train[f"ratio_{key}"])
+
+
+def test_index_section(quick: dict) -> None:
+    index = quick["sections"]["index"]
+    _load(index)
+    assert "Gaussian" in index["distribution"]
+    assert set(index["sizes"]) == {"1000", "3000"}
+    for entry in index["sizes"].values():
+        assert entry["flat"]["recall"] == 1.0
+        assert _positive(entry["flat"]["qps"])
+        for kind in ("hnsw", "ivf"):
+            assert entry[kind]["build_s"] >= 0
+            assert entry[kind]["search"], entry[kind]
+            for point in entry[kind]["search"].values():
+                assert 0.0 <= point["recall_at_10"] <= 1.0, point
+                assert _positive(point["qps"]), point
+        # The widest search is near-exact on clustered data this small.
+        widest = list(entry["hnsw"]["search"].values())[-1]
+        assert widest["recall_at_10"] > 0.9, entry["hnsw"]
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown section"):
+        _bench().main(["--only", "encode,gpu", "--out", str(tmp_path / "x.json")])
+
+
+@pytest.mark.e2e
+def test_orchestration_reruns_only_what_a_change_touches(tmp_path: Path) -> None:
+    """A real DVC workspace: no-op repro reruns nothing; top_k changes rerun the stages after."""
+    out = tmp_path / "bench.json"
+    report = _bench().main(["--only", "orchestration", "--out", str(out)])
+    orch = report["sections"]["orchestration"]
+    _load(orch)
+    assert "download" in orch["first_repro_stages"], orch
+    assert orch["noop_repro_reran"] == [], orch
+    assert all(_positive(s) for s in orch["noop_repro_s"]), orch
+    for key, expected in orch["expected"].items():
+        assert sorted(orch["changes"][key]["reran"]) == sorted(expected), (key, orch)
