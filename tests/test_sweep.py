@@ -154,6 +154,8 @@ def test_report_ranks_members_and_tests_them_against_the_baseline_member(root: P
         "2e-05": "(baseline)",
         "1e-05": "no significant difference",
     }, verdicts
+    # Dev curves by epoch: logged at steps 3 and 6 of a 3-steps-per-epoch schedule.
+    assert [p[0] for p in summary["members"][0]["dev_curve"]] == [1.0, 2.0]
     scores = [m["metrics"]["ndcg_at_10"] for m in summary["members"]]
     assert scores == sorted(scores, reverse=True)
     md = (out / "report.md").read_text()

@@ -35,7 +35,8 @@ class Member:
     axes: dict[str, str]
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
-    dev_curve: list[tuple[int, float]] = field(default_factory=list)
+    #: ``(epoch, dev NDCG)`` at each epoch end.
+    dev_curve: list[tuple[float, float]] = field(default_factory=list)
     vs_baseline: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,13 +107,21 @@ def collect(name: str, sweep_id: str, cfg: Config, axes: list[str]) -> tuple[str
                     axes={a: axis_value(run.data.params, a) for a in axes},
                     metrics=run.data.metrics,
                     per_query=per_query,
+                    # One point per epoch end, by epoch: members with other batch sizes
+                    # take other step counts per epoch.
                     dev_curve=sorted(
-                        (m.step, m.value)
+                        (m.step / _steps_per_epoch(run), m.value)
                         for m in client.get_metric_history(run.info.run_id, dev_key)
                     ),
                 )
             )
     return sweep_id, members
+
+
+def _steps_per_epoch(run) -> float:
+    steps = run.data.metrics.get("train.steps", 0.0)
+    epochs = float(run.data.params.get("train.epochs", 0) or 0)
+    return steps / epochs if steps and epochs else 1.0
 
 
 def find_baseline(members: list[Member], baseline: str) -> Member | None:
@@ -204,6 +213,7 @@ def write_report(
                     "axes": m.axes,
                     "metrics": {k: m.metrics.get(k) for k in headline},
                     "vs_baseline": m.vs_baseline,
+                    "dev_curve": m.dev_curve,
                 }
                 for m in members
             ],
@@ -314,14 +324,16 @@ def _plot_dev_curves(members: list[Member], metric: str, out: Path) -> Path | No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for m in members:
         if m.dev_curve:
-            steps, values = zip(*m.dev_curve, strict=True)
+            epochs, values = zip(*m.dev_curve, strict=True)
             label = ", ".join(f"{k}={v}" for k, v in m.axes.items())
-            ax.plot(steps, values, marker="o", label=label)
-    ax.set_xlabel("training step (one point per epoch end)")
+            ax.plot(epochs, values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"dev {metric}")
     ax.set_title("Dev curves")
     ax.grid(alpha=0.3)
