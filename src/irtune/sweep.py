@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_DIR = Path("conf") / "sweep"
 DONE = ("Success", "Failed")
+ORPHANED = "Orphaned"
 
 
 @dataclass
@@ -119,15 +120,33 @@ def _dvc(*args: str) -> str:
     return text
 
 
-def queue_status() -> dict[str, str]:
-    """``dvc queue status`` as ``{experiment name: status}``."""
-    status = {}
+def queue_status() -> tuple[dict[str, str], int]:
+    """``dvc queue status``: ``({experiment name: status}, number of live workers)``."""
+    status, workers = {}, 0
     for line in _dvc("queue", "status").splitlines()[1:]:
+        if found := re.match(r"Worker status: (\d+) active, (\d+) idle", line.strip()):
+            workers = int(found[1]) + int(found[2])
+            continue
         parts = line.split()
-        # Task  Name  Created(1-2 words)  Status; a nameless task shows "None".
+        # Task  Name  Created (1-3 words)  Status; a nameless task shows "None".
         if len(parts) >= 4:
             status[parts[1]] = parts[-1]
-    return status
+    return status, workers
+
+
+def wait_for_idle_queue(timeout_s: float, poll_s: float) -> None:
+    """Wait for the workers of an earlier ``dvc queue start`` to exit.
+
+    A worker that is shutting down because its queue ran empty can take a task queued at
+    that moment down with it, leaving the task "Running" with no worker: queue only once
+    the old workers are gone.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (workers := queue_status()[1]) and time.monotonic() < deadline:
+        log.info("Waiting for %d DVC queue worker(s) of an earlier run to exit", workers)
+        time.sleep(poll_s)
+    if workers:
+        log.warning("%d earlier DVC queue worker(s) still alive; queueing anyway", workers)
 
 
 def queue(sweep: Sweep, sweep_id: str, overrides: list[str]) -> list[str]:
@@ -146,14 +165,38 @@ def queue(sweep: Sweep, sweep_id: str, overrides: list[str]) -> list[str]:
     return names
 
 
-def wait(names: list[str], poll_s: float) -> dict[str, str]:
-    """Log progress until every member is done; return their final statuses."""
-    last = None
+def wait(
+    names: list[str], poll_s: float, jobs: int = 1, orphan_after_s: float = 120.0
+) -> dict[str, str]:
+    """Log progress until every member is done; return their final statuses.
+
+    A member still waiting when no worker is alive gets workers started again; one left
+    "Running" with no worker for ``orphan_after_s`` (its worker died) is reported as
+    ``Orphaned`` rather than waited for forever.
+    """
+    last, no_worker_since, orphaned = None, None, set()
     while True:
-        status = queue_status()
+        status, workers = queue_status()
         ours = {name: status.get(name, "Queued") for name in names}
-        done = [n for n in names if ours[n] in DONE]
-        failed = [n for n in names if ours[n] == "Failed"]
+        ours |= {name: ORPHANED for name in orphaned}
+        pending = [n for n in names if ours[n] not in (*DONE, ORPHANED)]
+        if workers or not pending:
+            no_worker_since = None
+        elif no_worker_since is None:
+            no_worker_since = time.monotonic()
+        elif time.monotonic() - no_worker_since > orphan_after_s:
+            # No worker for a while (a worker takes seconds to show up after a start).
+            for n in pending:
+                if ours[n] == "Running":
+                    log.error("Member %s is 'Running' but no worker runs it: orphaned", n)
+                    orphaned.add(n)
+                    ours[n] = ORPHANED
+            if any(ours[n] == "Queued" for n in pending):
+                log.warning("No DVC queue worker is alive; starting %d again", jobs)
+                _dvc("queue", "start", "--jobs", str(jobs))
+            no_worker_since = None
+        done = [n for n in names if ours[n] in (*DONE, ORPHANED)]
+        failed = [n for n in names if ours[n] in ("Failed", ORPHANED)]
         running = [n for n in names if ours[n] == "Running"]
         line = (
             f"{len(done)}/{len(names)} done ({len(failed)} failed); "
@@ -194,8 +237,10 @@ def run(
     validate_members(all_members, root)
     log.info("Sweep %s (id %s): %d members over %s", name, sweep_id, len(all_members), sweep.axes)
 
-    # 2. Queue them. Tasks someone queued earlier would run too: say so.
-    stale = [n for n, s in queue_status().items() if s == "Queued"]
+    # 2. Queue them, once the workers of an earlier run are gone. Tasks someone queued
+    #    earlier would run too: say so.
+    wait_for_idle_queue(timeout_s=300, poll_s=poll_s)
+    stale = [n for n, s in queue_status()[0].items() if s == "Queued"]
     if stale:
         log.warning("The DVC queue already holds %s; they will run with this sweep", stale)
     names = queue(sweep, sweep_id, shared)
@@ -203,13 +248,13 @@ def run(
     # 3. Run them in DVC's queue workers, each in its own temporary copy of the repo.
     _dvc("queue", "start", "--jobs", str(jobs))
     try:
-        final = wait(names, poll_s)
+        final = wait(names, poll_s, jobs)
     except KeyboardInterrupt:
         log.warning("Stopped waiting; the members go on running (`dvc queue kill` stops them)")
         raise
 
     # 4. Report: the table and plots, from the members' MLflow runs.
-    failed = [n for n in names if final[n] == "Failed"]
+    failed = [n for n in names if final[n] in ("Failed", ORPHANED)]
     for member in failed:
         tail = subprocess.run(
             ["dvc", "queue", "logs", member], capture_output=True, text=True, check=False
