@@ -47,7 +47,7 @@ run: $(STAMP) ## Run the whole pipeline (dvc repro) on the config in conf/ (+ OV
 sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, JOBS, OVERRIDES) + its report
 	$(BIN)/python -m irtune.sweep run $(SWEEP) $(OVERRIDES) --jobs $(JOBS)
 
-report: $(STAMP) ## (Re)write reports/$(SWEEP)/ from the sweep's MLflow runs
+report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 	$(BIN)/python -m irtune.sweep report $(SWEEP)
 
 exps: $(STAMP) ## dvc exp show, with the columns that matter

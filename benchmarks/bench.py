@@ -34,7 +34,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -376,27 +375,6 @@ def bench_train(
 # --------------------------------------------------------------------------- orchestration
 
 
-def _git_files(*args: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-z", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    return [p for p in out.split("\0") if p]
-
-
-def _copy_checkout(dest: Path) -> None:
-    """Tracked files plus untracked-but-not-ignored ones, minus pipeline products."""
-    untracked = [
-        p for p in _git_files("--others", "--exclude-standard") if not p.startswith(GENERATED)
-    ]
-    for rel in [*_git_files(), *untracked]:
-        src = REPO / rel
-        if not src.exists() and not src.is_symlink():
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-
-
 def _set_conf(config: Path, **sections: dict[str, Any]) -> None:
     import yaml
 
@@ -411,11 +389,13 @@ def bench_orchestration(noop_repeats: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
     from tiny_assets import build_all
 
+    from irtune.workspace import copy_checkout
+
     with tempfile.TemporaryDirectory(prefix="irtune-bench-dvc-") as tmp:
         assets = build_all(Path(tmp) / "assets")
         root = Path(tmp) / "repo"
         root.mkdir()
-        _copy_checkout(root)
+        copy_checkout(REPO, root, skip=GENERATED)
         env = {
             k: v
             for k, v in os.environ.items()

@@ -1,7 +1,8 @@
 """Stage retrieve: the top retrieve.top_k documents of every test query, as a TREC run.
 
-``retrieve.mode`` is ``dense`` (the Faiss index), ``bm25`` or ``hybrid``; a hybrid's fusion
-parameter is chosen on the dev split, and the choice is recorded in the metrics file.
+``retrieve.mode`` is ``dense`` (the Faiss index), ``bm25`` or ``hybrid``. What is chosen on
+the dev split (a hybrid's fusion parameter, the dense run's pseudo-relevance feedback) is
+chosen there before the test queries are touched, and recorded in the metrics file.
 """
 
 from pathlib import Path
@@ -12,7 +13,15 @@ from irtune.bm25 import bm25_search
 from irtune.errors import DataError
 from irtune.index import INDEX, read_index
 from irtune.io import Run, write_json, write_trec_run
-from irtune.retrieve import choose_fusion, dense_search, fuse
+from irtune.retrieve import (
+    choose_fusion,
+    choose_prf,
+    encode_queries,
+    fuse,
+    prf_grid,
+    rocchio,
+    search,
+)
 from irtune.stage import run_stage, stage_parser
 
 
@@ -27,7 +36,7 @@ def build_parser():
         "--metrics",
         type=Path,
         default=None,
-        help="mode, and a hybrid's fusion choice with its dev figures (JSON)",
+        help="mode, and what was chosen on dev (fusion, feedback) with its dev figures (JSON)",
     )
     return parser
 
@@ -39,12 +48,15 @@ def _subset(run: Run, qids) -> Run:
 def main(args, cfg):
     rc, test_split, dev_split = cfg.retrieve, cfg.dataset.test_split, cfg.dataset.dev_split
     hybrid = rc.mode == "hybrid"
-    dataset = read_beir(args.data, [test_split, dev_split] if hybrid else [test_split])
-    queries = dataset.split_queries(test_split)
-    if hybrid:
-        # Both runs answer the dev queries too: the fusion parameter is chosen on them.
-        queries = {**dataset.split_queries(dev_split), **queries}
+    prf = rc.prf and rc.mode != "bm25"
+    # 1. The queries: the test split, and dev too when a parameter is chosen on dev.
+    on_dev = hybrid or prf
+    dataset = read_beir(args.data, [test_split, dev_split] if on_dev else [test_split])
+    test_queries = dataset.split_queries(test_split)
+    queries = {**dataset.split_queries(dev_split), **test_queries} if on_dev else test_queries
+    metrics = {"mode": rc.mode, "top_k": rc.top_k}
 
+    # 2. The dense run, with pseudo-relevance feedback if dev finds it helps.
     dense = sparse = None
     if rc.mode in ("dense", "hybrid"):
         index, doc_ids = read_index(args.index)
@@ -61,11 +73,32 @@ def main(args, cfg):
                 f"{args.index / INDEX}: the index holds {index.d}-dimensional vectors but the "
                 f"model {args.model} embeds in {dim}: rebuild the index with this model"
             )
-        dense = dense_search(model, index, doc_ids, queries, rc.top_k, rc.batch_size)
+        qids = list(queries)
+        emb = encode_queries(model, queries, rc.batch_size)
+        if prf:
+            dev_rows = [i for i, q in enumerate(qids) if q in dataset.qrels[dev_split]]
+            feedback = choose_prf(
+                index,
+                doc_ids,
+                [qids[i] for i in dev_rows],
+                emb[dev_rows],
+                dataset.qrels[dev_split],
+                prf_grid(rc.prf_ks, rc.prf_betas),
+                rc.top_k,
+                cfg.evaluate,
+            )
+            emb = rocchio(index, emb, feedback.k, feedback.beta)
+            metrics |= {
+                "prf_k": feedback.k,
+                "prf_beta": feedback.beta,
+                f"dev_{feedback.metric}_prf_grid": feedback.grid,
+            }
+        dense = search(index, doc_ids, qids, emb, rc.top_k)
+
+    # 3. The BM25 run, and a hybrid's fusion chosen on dev.
     if rc.mode in ("bm25", "hybrid"):
         sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)
 
-    metrics = {"mode": rc.mode, "top_k": rc.top_k}
     if hybrid:
         dev_qrels, test_qids = dataset.qrels[dev_split], dataset.qrels[test_split]
         grid = rc.fusion_weights if rc.fusion == "wsum" else rc.rrf_ks
@@ -88,7 +121,7 @@ def main(args, cfg):
             f"dev_{choice.metric}_grid": choice.grid,
         }
     else:
-        run = dense if dense is not None else sparse
+        run = _subset(dense if dense is not None else sparse, test_queries)
     write_trec_run(args.out, run, tag=f"irtune-{rc.mode}")
     if args.metrics is not None:
         write_json(args.metrics, metrics)

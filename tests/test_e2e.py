@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from irtune.workspace import copy_checkout
 
 pytestmark = pytest.mark.e2e
 
@@ -114,27 +115,6 @@ def _ls(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
 
-def _git_files(*args: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-z", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    return [p for p in out.split("\0") if p]
-
-
-def _copy_checkout(dest: Path) -> None:
-    """Tracked files plus untracked-but-not-ignored ones (uncommitted work), minus products."""
-    untracked = [
-        p for p in _git_files("--others", "--exclude-standard") if not p.startswith(GENERATED)
-    ]
-    for rel in [*_git_files(), *untracked]:
-        src = REPO / rel
-        if not src.exists() and not src.is_symlink():  # deleted but still in the index
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-
-
 def _tiny_config(config: Path, assets: dict[str, Path]) -> None:
     """Point conf/config.yaml at the tiny assets and shrink everything that costs time."""
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -196,7 +176,7 @@ def repo(
 ):
     root = tmp_path_factory.mktemp("e2e") / "repo"
     root.mkdir()
-    _copy_checkout(root)
+    copy_checkout(REPO, root, skip=GENERATED)
     env = {
         k: v
         for k, v in os.environ.items()

@@ -1,5 +1,6 @@
-"""Retrieval modes: BM25, score fusion (wsum, RRF), the fusion choice on dev, and the retrieve
-stage in ``hybrid`` and ``bm25`` mode on the tiny assets."""
+"""Retrieval modes: BM25, score fusion (wsum, RRF), the fusion choice on dev, dense
+pseudo-relevance feedback (Rocchio) chosen on dev, and the retrieve stage in ``hybrid``,
+``bm25`` and feedback modes on the tiny assets."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from stage_helpers import load_stage
@@ -21,7 +23,19 @@ from irtune.errors import ConfigError
 from irtune.evaluate import evaluate_run
 from irtune.index import build_index, write_index
 from irtune.io import Run, read_trec_run
-from irtune.retrieve import choose_fusion, dense_search, fuse, fuse_rrf, fuse_wsum, min_max
+from irtune.retrieve import (
+    choose_fusion,
+    choose_prf,
+    dense_search,
+    encode_queries,
+    fuse,
+    fuse_rrf,
+    fuse_wsum,
+    min_max,
+    prf_grid,
+    rocchio,
+    search,
+)
 from irtune.stage import run_stage
 from irtune.train import load_bi_encoder
 
@@ -187,6 +201,76 @@ def test_empty_grid_is_rejected() -> None:
         choose_fusion(good, useless, qrels, "wsum", [], 10, EvaluateConfig())
 
 
+# --- dense pseudo-relevance feedback ----------------------------------------------------------
+
+
+def _unit(*rows: list[float]) -> np.ndarray:
+    m = np.array(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+# One query [1, 0, 0]. d1 is its nearest doc; d2 shares d1's second dimension but is far from
+# the query itself; d3 is in between. Plain search ranks d1, d3, d2. Moving the query toward
+# d1 (k=1, beta=2) ranks d1, d2, d3: feedback helps when d2 is relevant, hurts when d3 is.
+PRF_DOCS = _unit([1, 1, 0], [0.2, 1, 0], [0.9, 0, 1])
+PRF_IDS = ["d1", "d2", "d3"]
+PRF_QUERY = _unit([1, 0, 0])
+
+
+def _flat(vectors: np.ndarray):
+    return build_index(vectors, IndexConfig(type="flat"))
+
+
+def test_rocchio_moves_the_query_toward_its_top_docs() -> None:
+    """q' = normalise(q + beta * mean of the top k docs), checked against numpy."""
+    rng = np.random.default_rng(0)
+    docs = _unit(*rng.normal(size=(50, 8)))
+    queries = _unit(*rng.normal(size=(4, 8)))
+    moved = rocchio(_flat(docs), queries, k=3, beta=0.7)
+    top = np.argsort(-(queries @ docs.T), axis=1)[:, :3]
+    expected = queries + 0.7 * docs[top].mean(axis=1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert moved == pytest.approx(expected, abs=1e-5)
+    assert rocchio(_flat(docs), queries, k=0, beta=0.7) is queries
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_rocchio_reads_the_vectors_of_approximate_indexes(kind: str) -> None:
+    """HNSW and IVF indexes hand back their vectors too (IVF through a direct map)."""
+    rng = np.random.default_rng(1)
+    docs = _unit(*rng.normal(size=(400, 8)))
+    queries = _unit(*rng.normal(size=(3, 8)))
+    exact = rocchio(_flat(docs), queries, k=4, beta=0.5)
+    # Search settings wide enough that the approximate top 4 is the exact one.
+    cfg = IndexConfig(type=kind, hnsw_ef_search=400, ivf_nlist=4, ivf_nprobe=4)
+    assert rocchio(build_index(docs, cfg), queries, k=4, beta=0.5) == pytest.approx(exact, abs=1e-5)
+
+
+def test_prf_grid_lists_no_feedback_once() -> None:
+    assert prf_grid([0, 2, 0, 3], [0.5, 1.0]) == [(0, 0.0), (2, 0.5), (2, 1.0), (3, 0.5), (3, 1.0)]
+    assert prf_grid([0], [0.5]) == [(0, 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("relevant", "expected", "key"), [("d2", (1, 2.0), "k=1,beta=2"), ("d3", (0, 0.0), "k=0")]
+)
+def test_prf_chosen_on_dev_only_when_it_helps(relevant: str, expected: tuple, key: str) -> None:
+    """Feedback is chosen when it lifts the dev relevant doc, and left off when it sinks it."""
+    index, grid = _flat(PRF_DOCS), [(0, 0.0), (1, 0.5), (1, 2.0)]
+    # The worked example above, in numbers: plain d1, d3, d2; with feedback d1, d2, d3.
+    plain = search(index, PRF_IDS, ["q"], PRF_QUERY, 3)["q"]
+    moved = search(index, PRF_IDS, ["q"], rocchio(index, PRF_QUERY, 1, 2.0), 3)["q"]
+    assert (list(plain), list(moved)) == (["d1", "d3", "d2"], ["d1", "d2", "d3"])
+
+    qrels = {"q": {relevant: 1}}
+    choice = choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, EvaluateConfig())
+    assert (choice.k, choice.beta) == expected
+    assert list(choice.grid) == ["k=0", "k=1,beta=0.5", "k=1,beta=2"]
+    assert choice.grid[key] == max(choice.grid.values())
+    with pytest.raises(ValueError, match="grid"):
+        choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, [], 3, EvaluateConfig())
+
+
 # --- config ----------------------------------------------------------------------------------
 
 
@@ -200,6 +284,11 @@ def test_empty_grid_is_rejected() -> None:
         ({"rrf_ks": [0, 60]}, "retrieve.rrf_ks"),
         ({"bm25_b": 1.2}, "retrieve.bm25_b"),
         ({"bm25_k1": -1.0}, "retrieve.bm25_k1"),
+        ({"prf_ks": []}, "retrieve.prf_ks"),
+        ({"prf_ks": [0, -1]}, "retrieve.prf_ks"),
+        ({"prf_ks": [0, 101]}, "retrieve.prf_ks"),
+        ({"prf_betas": [0.0]}, "retrieve.prf_betas"),
+        ({"prf_betas": "0.5"}, "retrieve.prf_betas"),
     ],
 )
 def test_bad_retrieve_config_is_rejected(retrieve: dict, key: str) -> None:
@@ -213,6 +302,15 @@ def test_hybrid_needs_a_dev_split_other_than_test() -> None:
         validate({"retrieve": {"mode": "hybrid"}, "dataset": {"dev_split": "test"}})
     cfg = validate({"retrieve": {"mode": "hybrid", "fusion": "rrf", "rrf_ks": [5, 50]}})
     assert cfg.retrieve.rrf_ks == [5, 50]
+
+
+def test_dense_feedback_needs_a_dev_split_other_than_test() -> None:
+    """Feedback is chosen on dev too; BM25 mode has no dense run, so no feedback to choose."""
+    with pytest.raises(ConfigError, match=r"dense feedback.*dev_split"):
+        validate({"retrieve": {"prf_ks": [0, 3]}, "dataset": {"dev_split": "test"}})
+    bm25_only = {"retrieve": {"mode": "bm25", "prf_ks": [0, 3]}, "dataset": {"dev_split": "test"}}
+    assert validate(bm25_only).retrieve.prf
+    assert not validate({}).retrieve.prf  # off unless asked for
 
 
 # --- the stage -------------------------------------------------------------------------------
@@ -285,6 +383,41 @@ def test_stage_hybrid_writes_the_dev_choice(
     # The written run scores as the library's fused run does.
     ndcg = evaluate_run(dataset.qrels["test"], written, EvaluateConfig())[0]["ndcg_at_10"]
     assert ndcg == evaluate_run(dataset.qrels["test"], expected, EvaluateConfig())[0]["ndcg_at_10"]
+
+
+def test_stage_dense_feedback_is_chosen_on_dev(
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+) -> None:
+    """mode=dense with a feedback grid: (k, beta) is dev's best, the test run is searched
+    with it, and metrics/retrieve.json records the choice and the whole dev grid."""
+    top_k, ks, betas = 6, [0, 1, 2], [0.5, 2.0]
+    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index,
+                  {"mode": "dense", "top_k": top_k, "prf_ks": ks, "prf_betas": betas})  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    assert list(metrics["dev_ndcg_at_10_prf_grid"]) == [
+        "k=0", "k=1,beta=0.5", "k=1,beta=2", "k=2,beta=0.5", "k=2,beta=2",
+    ]  # fmt: skip
+
+    dataset = read_beir(tiny_beir, ["dev", "test"])
+    model = load_bi_encoder(str(tiny_bi_encoder))
+    from irtune.index import read_index
+
+    index, doc_ids = read_index(tiny_index)
+    dev_q, test_q = dataset.split_queries("dev"), dataset.split_queries("test")
+    dev_emb = encode_queries(model, dev_q, 64)
+    grid = prf_grid(ks, betas)
+    choice = choose_prf(
+        index, doc_ids, list(dev_q), dev_emb, dataset.qrels["dev"], grid, top_k, EvaluateConfig()
+    )
+    assert (metrics["prf_k"], metrics["prf_beta"]) == (choice.k, choice.beta)
+    assert metrics["dev_ndcg_at_10_prf_grid"] == pytest.approx(choice.grid, abs=1e-6)
+    emb = rocchio(index, encode_queries(model, test_q, 64), choice.k, choice.beta)
+    expected = search(index, doc_ids, list(test_q), emb, top_k)
+    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    assert written.keys() == test_q.keys()  # no dev query leaks into the test run
+    for qid, docs in written.items():
+        assert list(docs) == list(expected[qid])
+        assert docs == pytest.approx(expected[qid], abs=1e-5)
 
 
 def test_stage_bm25_mode(

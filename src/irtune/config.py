@@ -151,6 +151,16 @@ class RetrieveConfig:
     )
     #: RRF's k values to try, chosen on dev like ``fusion_weights``.
     rrf_ks: list[int] = field(default_factory=lambda: [10, 20, 60])
+    #: Dense pseudo-relevance feedback (Rocchio): feedback depths ``k`` to try, 0 = none.
+    #: With any ``k > 0``, ``(k, beta)`` is chosen on dev like the fusion parameters.
+    prf_ks: list[int] = field(default_factory=lambda: [0])
+    #: Weights of the feedback documents' mean, tried with every ``k > 0``.
+    prf_betas: list[float] = field(default_factory=lambda: [0.5])
+
+    @property
+    def prf(self) -> bool:
+        """Whether dense retrieval may use feedback (then chosen on dev)."""
+        return any(k > 0 for k in self.prf_ks)
 
 
 @dataclass
@@ -326,11 +336,32 @@ def _validate_fusion(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: 'retrieve.rrf_ks' must be a non-empty list of ints > 0, got {rc.rrf_ks}"
         )
-    if rc.mode == "hybrid" and cfg.dataset.dev_split == cfg.dataset.test_split:
-        # The fusion parameter is chosen on dev: choosing it on test would leak.
+    if not rc.prf_ks or any(k < 0 for k in rc.prf_ks):
         raise ConfigError(
-            f"{source}: retrieve.mode=hybrid chooses its fusion on 'dataset.dev_split', which "
-            f"must differ from 'dataset.test_split' (both are {cfg.dataset.test_split!r})"
+            f"{source}: 'retrieve.prf_ks' must be a non-empty list of ints >= 0 (0 = no "
+            f"feedback), got {rc.prf_ks}"
+        )
+    if not rc.prf_betas or any(b <= 0 for b in rc.prf_betas):
+        raise ConfigError(
+            f"{source}: 'retrieve.prf_betas' must be a non-empty list of weights > 0, "
+            f"got {rc.prf_betas}"
+        )
+    if max(rc.prf_ks) > rc.top_k:
+        raise ConfigError(
+            f"{source}: 'retrieve.prf_ks' asks for {max(rc.prf_ks)} feedback documents, more "
+            f"than retrieve.top_k={rc.top_k}"
+        )
+    chooses = []
+    if rc.mode == "hybrid":
+        chooses.append("its fusion")
+    if rc.prf and rc.mode != "bm25":
+        chooses.append("its dense feedback")
+    if chooses and cfg.dataset.dev_split == cfg.dataset.test_split:
+        # Parameters are chosen on dev: choosing them on test would leak.
+        raise ConfigError(
+            f"{source}: retrieve.mode={rc.mode} chooses {' and '.join(chooses)} on "
+            f"'dataset.dev_split', which must differ from 'dataset.test_split' (both are "
+            f"{cfg.dataset.test_split!r})"
         )
 
 
