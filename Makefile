@@ -10,12 +10,16 @@ OVERRIDES ?=
 # `make sweep SWEEP=losses JOBS=1`: a named sweep from conf/sweep/ (OVERRIDES apply to every member).
 SWEEP ?= losses
 JOBS ?= 1
+# `make compare A=cpu-best B=zero-shot`: two experiments (or revisions, or `workspace`), per query.
+A ?= workspace
+B ?= HEAD
+RUN ?= retrieve
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run params sweep report exps test lint sync ui bench clean
+.PHONY: help install browser run params sweep report compare exps test lint sync ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,6 +53,9 @@ sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, JOBS, OVER
 
 report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 	$(BIN)/python -m irtune.sweep report $(SWEEP)
+
+compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank)
+	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN)
 
 exps: $(STAMP) ## dvc exp show, with the columns that matter
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'

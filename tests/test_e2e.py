@@ -8,6 +8,9 @@ The phases run in file order and share one repository (module-scoped fixture):
 2. ``dvc exp run -S loss=cosent`` (a workspace experiment) logs a second run.
 3. A queued two-experiment sweep, run by a ``dvc queue`` worker in DVC's temporary copies,
    logs two more runs -- into the *same* store as the workspace runs.
+4. ``make compare`` tests those two experiments against each other per query.
+5. A named sweep (``python -m irtune.sweep run``) survives its failing members and writes
+   its report; the MLflow UI shows it in a real browser.
 
 A phase is skipped when the one before it failed, so a failure is reported once.
 No mocks: every command is a subprocess, exactly as a user would type it.
@@ -423,6 +426,42 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     ]
     assert not strays, f"MLflow files inside .dvc/: {strays}"
     repo.passed.add("queue")
+
+
+def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
+    """`make compare` runs the evaluate stage's paired test between any two experiments,
+    reading their per-query metrics through DVC, and names a side DVC cannot find."""
+    repo.require("queue")
+    shown = _exp_params(repo)
+    by_loss = {
+        shown[n]["loss"]["name"]: n
+        for n in _exp_names(repo)
+        if shown.get(n, {}).get("train", {}).get("epochs") == 2
+    }
+    a, b = by_loss["cosent"], by_loss["mnrl"]
+    out = repo.run(
+        "make", "--no-print-directory", "compare", f"A={a}", f"B={b}", "RUN=rerank",
+        f"BIN={VENV_BIN}", "STAMP=",
+    )  # fmt: skip
+    rows = {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| metric")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    metrics = _exp_params(repo, "metrics/eval.json")
+    assert set(rows) == set(metrics[a]["rerank"]), out
+    for metric, (value, base, delta, p, verdict) in rows.items():
+        # Each side's mean is its own experiment's metric; the verdict follows p and delta.
+        assert float(value) == pytest.approx(metrics[a]["rerank"][metric], abs=5e-5), out
+        assert float(base) == pytest.approx(metrics[b]["rerank"][metric], abs=5e-5), out
+        assert float(delta) == pytest.approx(float(value) - float(base), abs=2e-4), out
+        expected = "no significant difference"
+        if float(p) < 0.05:
+            expected = "better" if float(delta) > 0 else "worse"
+        assert verdict == expected, out
+    missing = repo.run("python", "-m", "irtune.compare", a, "no-such-exp", check=False)
+    assert "no-such-exp: cannot read" in missing, missing
 
 
 def _tiny_sweep(repo: E2ERepo) -> Path:
