@@ -298,7 +298,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
             f"than 'prepare.mine_range_min' ({cfg.prepare.mine_range_min})"
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
-    _validate_fusion(cfg, source)
+    _validate_retrieve(cfg, source)
     return cfg
 
 
@@ -323,29 +323,21 @@ def check_backend(backend: str, precision: str, source: str = "params") -> None:
         )
 
 
-def _validate_fusion(cfg: Config, source: str) -> None:
+def _validate_retrieve(cfg: Config, source: str) -> None:
     rc = cfg.retrieve
     if not 0 <= rc.bm25_b <= 1:
         raise ConfigError(f"{source}: 'retrieve.bm25_b' must be in [0, 1], got {rc.bm25_b}")
-    if not rc.fusion_weights or any(not 0 <= w <= 1 for w in rc.fusion_weights):
-        raise ConfigError(
-            f"{source}: 'retrieve.fusion_weights' must be a non-empty list of weights in [0, 1], "
-            f"got {rc.fusion_weights}"
-        )
-    if not rc.rrf_ks or any(k <= 0 for k in rc.rrf_ks):
-        raise ConfigError(
-            f"{source}: 'retrieve.rrf_ks' must be a non-empty list of ints > 0, got {rc.rrf_ks}"
-        )
-    if not rc.prf_ks or any(k < 0 for k in rc.prf_ks):
-        raise ConfigError(
-            f"{source}: 'retrieve.prf_ks' must be a non-empty list of ints >= 0 (0 = no "
-            f"feedback), got {rc.prf_ks}"
-        )
-    if not rc.prf_betas or any(b <= 0 for b in rc.prf_betas):
-        raise ConfigError(
-            f"{source}: 'retrieve.prf_betas' must be a non-empty list of weights > 0, "
-            f"got {rc.prf_betas}"
-        )
+    grids = (
+        ("fusion_weights", rc.fusion_weights, lambda w: 0 <= w <= 1, "weights in [0, 1]"),
+        ("rrf_ks", rc.rrf_ks, lambda k: k > 0, "ints > 0"),
+        ("prf_ks", rc.prf_ks, lambda k: k >= 0, "ints >= 0 (0 = no feedback)"),
+        ("prf_betas", rc.prf_betas, lambda b: b > 0, "weights > 0"),
+    )
+    for key, values, ok, expected in grids:
+        if not values or not all(ok(v) for v in values):
+            raise ConfigError(
+                f"{source}: 'retrieve.{key}' must be a non-empty list of {expected}, got {values}"
+            )
     if max(rc.prf_ks) > rc.top_k:
         raise ConfigError(
             f"{source}: 'retrieve.prf_ks' asks for {max(rc.prf_ks)} feedback documents, more "
