@@ -12,7 +12,7 @@ SWEEP ?= losses
 JOBS ?= 1
 # `make compare A=cpu-best B=zero-shot`: two experiments (or revisions, or `workspace`), per query.
 A ?= workspace
-B ?= HEAD
+B ?=
 RUN ?= retrieve
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
