@@ -2,7 +2,8 @@
 
 ``retrieve.mode`` is ``dense`` (the Faiss index), ``bm25`` or ``hybrid``. What is chosen on
 the dev split (a hybrid's fusion parameter, the dense run's pseudo-relevance feedback) is
-chosen there before the test queries are touched, and recorded in the metrics file.
+chosen there before the test queries are touched, and recorded in the metrics file. Feedback
+documents come from the best first pass there is: the fused run in hybrid mode.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from irtune.retrieve import (
     choose_fusion,
     choose_prf,
     encode_queries,
+    feedback_rows,
     fuse,
     prf_grid,
     rocchio,
@@ -54,9 +56,11 @@ def main(args, cfg):
     dataset = read_beir(args.data, [test_split, dev_split] if on_dev else [test_split])
     test_queries = dataset.split_queries(test_split)
     queries = {**dataset.split_queries(dev_split), **test_queries} if on_dev else test_queries
+    dev_qrels = dataset.qrels[dev_split] if on_dev else {}
     metrics = {"mode": rc.mode, "top_k": rc.top_k}
+    grid = rc.fusion_weights if rc.fusion == "wsum" else rc.rrf_ks
 
-    # 2. The dense run, with pseudo-relevance feedback if dev finds it helps.
+    # 2. The first pass: the dense run, and the BM25 run.
     dense = sparse = None
     if rc.mode in ("dense", "hybrid"):
         index, doc_ids = read_index(args.index)
@@ -75,33 +79,61 @@ def main(args, cfg):
             )
         qids = list(queries)
         emb = encode_queries(model, queries, rc.batch_size)
-        if prf:
-            dev_rows = [i for i, q in enumerate(qids) if q in dataset.qrels[dev_split]]
-            feedback = choose_prf(
-                index,
-                doc_ids,
-                [qids[i] for i in dev_rows],
-                emb[dev_rows],
-                dataset.qrels[dev_split],
-                prf_grid(rc.prf_ks, rc.prf_betas),
-                rc.top_k,
-                cfg.evaluate,
-            )
-            emb = rocchio(index, emb, feedback.k, feedback.beta)
-            metrics |= {
-                "prf_k": feedback.k,
-                "prf_beta": feedback.beta,
-                f"dev_{feedback.metric}_prf_grid": feedback.grid,
-            }
         dense = search(index, doc_ids, qids, emb, rc.top_k)
-
-    # 3. The BM25 run, and a hybrid's fusion chosen on dev.
     if rc.mode in ("bm25", "hybrid"):
         sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)
 
+    # 3. Pseudo-relevance feedback, if dev finds it helps: each query moves toward the top
+    #    documents of the best first pass there is (a hybrid's fused run beats the dense
+    #    one), and the dense search runs again. In hybrid mode the first fusion's parameter
+    #    is chosen on dev first, and (k, beta) by the dev NDCG of the fused run.
+    if prf:
+        first_pass, combine = dense, None
+        if hybrid:
+            first = choose_fusion(
+                _subset(dense, dev_qrels),
+                _subset(sparse, dev_qrels),
+                dev_qrels,
+                rc.fusion,
+                grid,
+                rc.top_k,
+                cfg.evaluate,
+            )
+            first_pass = fuse(dense, sparse, rc.fusion, first.param, rc.top_k)
+            sparse_dev = _subset(sparse, dev_qrels)
+
+            def combine(run):
+                return fuse(run, sparse_dev, rc.fusion, first.param, rc.top_k)
+
+            metrics |= {
+                "prf_first_pass": "hybrid",
+                f"prf_first_pass_{first.param_name}": first.param,
+            }
+        dev_rows = [i for i, q in enumerate(qids) if q in dev_qrels]
+        feedback = choose_prf(
+            index,
+            doc_ids,
+            [qids[i] for i in dev_rows],
+            emb[dev_rows],
+            dev_qrels,
+            prf_grid(rc.prf_ks, rc.prf_betas),
+            rc.top_k,
+            cfg.evaluate,
+            first_pass=_subset(first_pass, dev_qrels) if hybrid else None,
+            combine=combine,
+        )
+        rows = feedback_rows(first_pass, qids, doc_ids, feedback.k) if hybrid else None
+        emb = rocchio(index, emb, feedback.k, feedback.beta, rows)
+        dense = search(index, doc_ids, qids, emb, rc.top_k)
+        metrics |= {
+            "prf_k": feedback.k,
+            "prf_beta": feedback.beta,
+            f"dev_{feedback.metric}_prf_grid": feedback.grid,
+        }
+
+    # 4. A hybrid's fusion, chosen on dev, of the final dense run and the BM25 run.
     if hybrid:
-        dev_qrels, test_qids = dataset.qrels[dev_split], dataset.qrels[test_split]
-        grid = rc.fusion_weights if rc.fusion == "wsum" else rc.rrf_ks
+        test_qids = dataset.qrels[test_split]
         choice = choose_fusion(
             _subset(dense, dev_qrels),
             _subset(sparse, dev_qrels),

@@ -28,6 +28,7 @@ from irtune.retrieve import (
     choose_prf,
     dense_search,
     encode_queries,
+    feedback_rows,
     fuse,
     fuse_rrf,
     fuse_wsum,
@@ -246,6 +247,30 @@ def test_rocchio_reads_the_vectors_of_approximate_indexes(kind: str) -> None:
     assert rocchio(build_index(docs, cfg), queries, k=4, beta=0.5) == pytest.approx(exact, abs=1e-5)
 
 
+def test_feedback_rows_name_a_runs_top_docs_as_index_rows() -> None:
+    """Best first (score, then doc id, as the TREC writer orders), -1 where a run is short."""
+    run = {"a": {"d3": 0.2, "d1": 0.9, "d2": 0.2}, "b": {"d2": 1.0}}
+    rows = feedback_rows(run, ["b", "a", "c"], PRF_IDS, 2)
+    assert rows.tolist() == [[1, -1], [0, 1], [-1, -1]]
+    assert rows.dtype == np.int64
+
+
+def test_rocchio_uses_the_feedback_rows_it_is_given() -> None:
+    """With a first pass's rows, the centroid is of those documents, padding ignored."""
+    rng = np.random.default_rng(2)
+    docs = _unit(*rng.normal(size=(20, 8)))
+    queries = _unit(*rng.normal(size=(2, 8)))
+    rows = np.array([[7, 3, 12], [5, -1, -1]])
+    moved = rocchio(_flat(docs), queries, k=3, beta=0.5, rows=rows)
+    centroids = np.stack([docs[[7, 3, 12]].mean(axis=0), docs[5]])
+    expected = queries + 0.5 * centroids
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert moved == pytest.approx(expected, abs=1e-5)
+    # k below the rows' width takes each query's first k.
+    first = rocchio(_flat(docs), queries[:1], k=1, beta=0.5, rows=rows[:1])
+    assert first == pytest.approx(_unit(queries[0] + 0.5 * docs[7]), abs=1e-5)
+
+
 def test_prf_grid_lists_no_feedback_once() -> None:
     assert prf_grid([0, 2, 0, 3], [0.5, 1.0]) == [(0, 0.0), (2, 0.5), (2, 1.0), (3, 0.5), (3, 1.0)]
     assert prf_grid([0], [0.5]) == [(0, 0.0)]
@@ -269,6 +294,31 @@ def test_prf_chosen_on_dev_only_when_it_helps(relevant: str, expected: tuple, ke
     assert choice.grid[key] == max(choice.grid.values())
     with pytest.raises(ValueError, match="grid"):
         choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, [], 3, EvaluateConfig())
+
+
+def test_prf_from_a_first_pass_that_finds_what_dense_misses() -> None:
+    """With d3 relevant, feedback from the dense search (d1 on top) sinks it, so dev turns
+    feedback off; a first pass with d3 on top (as BM25 might rank it) makes the same
+    feedback lift d3, and dev chooses it. The scored run can be a combination (a fusion)."""
+    index, grid = _flat(PRF_DOCS), [(0, 0.0), (1, 2.0)]
+    qrels = {"q": {"d3": 1}}
+    args = (index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, EvaluateConfig())
+    assert choose_prf(*args).k == 0
+    first_pass = {"q": {"d3": 1.0, "d1": 0.5}}
+    chosen = choose_prf(*args, first_pass=first_pass)
+    assert (chosen.k, chosen.beta) == (1, 2.0)
+    rows = feedback_rows(first_pass, ["q"], PRF_IDS, 1)
+    moved = search(index, PRF_IDS, ["q"], rocchio(index, PRF_QUERY, 1, 2.0, rows), 3)["q"]
+    assert list(moved) == ["d3", "d1", "d2"]
+    # What is scored is combine(dense run): a combination that drops d3 leaves nothing to gain.
+    drop_d3 = choose_prf(
+        *args,
+        first_pass=first_pass,
+        combine=lambda run: {
+            q: {d: s for d, s in docs.items() if d != "d3"} for q, docs in run.items()
+        },
+    )
+    assert drop_d3.k == 0 and set(drop_d3.grid.values()) == {0.0}
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -417,6 +467,59 @@ def test_stage_dense_feedback_is_chosen_on_dev(
     assert written.keys() == test_q.keys()  # no dev query leaks into the test run
     for qid, docs in written.items():
         assert list(docs) == list(expected[qid])
+        assert docs == pytest.approx(expected[qid], abs=1e-5)
+
+
+def test_stage_hybrid_feedback_comes_from_the_fused_first_pass(
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+) -> None:
+    """mode=hybrid with a feedback grid: the first fusion is chosen on dev, (k, beta) by the
+    dev NDCG of the fused run with feedback from that first fusion's top documents, then the
+    final fusion on dev; the test run is what the library computes in that order."""
+    top_k, ks, betas, weights = 6, [0, 1, 2], [0.5, 2.0], [0.2, 0.5, 0.8]
+    retrieve = {"mode": "hybrid", "top_k": top_k, "prf_ks": ks, "prf_betas": betas,
+                "fusion_weights": weights}  # fmt: skip
+    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index, retrieve)
+    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+
+    dataset = read_beir(tiny_beir, ["dev", "test"])
+    model = load_bi_encoder(str(tiny_bi_encoder))
+    from irtune.index import read_index
+
+    index, doc_ids = read_index(tiny_index)
+    queries = {**dataset.split_queries("dev"), **dataset.split_queries("test")}
+    qids, dev_qrels, cfg = list(queries), dataset.qrels["dev"], EvaluateConfig()
+    dev, test = list(dev_qrels), list(dataset.qrels["test"])
+    emb = encode_queries(model, queries, 64)
+    dense = search(index, doc_ids, qids, emb, top_k)
+    sparse = bm25_search(dataset.corpus, queries, top_k)
+
+    def sub(run: Run, keep: list[str]) -> Run:
+        return {q: run.get(q, {}) for q in keep}
+
+    first = choose_fusion(sub(dense, dev), sub(sparse, dev), dev_qrels, "wsum", weights, top_k, cfg)
+    fused = fuse(dense, sparse, "wsum", first.param, top_k)
+    dev_rows = [qids.index(q) for q in dev]
+    feedback = choose_prf(
+        index, doc_ids, dev, emb[dev_rows], dev_qrels, prf_grid(ks, betas), top_k, cfg,
+        first_pass=sub(fused, dev),
+        combine=lambda run: fuse(run, sub(sparse, dev), "wsum", first.param, top_k),
+    )  # fmt: skip
+    assert metrics["prf_first_pass"] == "hybrid"
+    assert metrics["prf_first_pass_dense_weight"] == first.param
+    assert (metrics["prf_k"], metrics["prf_beta"]) == (feedback.k, feedback.beta)
+    assert metrics["dev_ndcg_at_10_prf_grid"] == pytest.approx(feedback.grid, abs=1e-6)
+
+    rows = feedback_rows(fused, qids, doc_ids, feedback.k)
+    dense = search(
+        index, doc_ids, qids, rocchio(index, emb, feedback.k, feedback.beta, rows), top_k
+    )
+    final = choose_fusion(sub(dense, dev), sub(sparse, dev), dev_qrels, "wsum", weights, top_k, cfg)
+    assert metrics["dense_weight"] == final.param
+    expected = fuse(sub(dense, test), sub(sparse, test), "wsum", final.param, top_k)
+    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    assert written.keys() == set(test)  # no dev query leaks into the test run
+    for qid, docs in written.items():
         assert docs == pytest.approx(expected[qid], abs=1e-5)
 
 

@@ -8,6 +8,7 @@ then applied to the test run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,26 @@ def dense_search(
     return search(index, doc_ids, list(queries), encode_queries(model, queries, batch_size), top_k)
 
 
-def rocchio(index, emb: np.ndarray, k: int, beta: float) -> np.ndarray:
+def feedback_rows(run: Run, qids: list[str], doc_ids: list[str], k: int) -> np.ndarray:
+    """Index rows of each query's top ``k`` documents in ``run``, best first.
+
+    This is how a first pass other than the dense search itself (a hybrid's fused run)
+    names the feedback documents to :func:`rocchio`.
+
+    Returns:
+        An int64 array of shape ``(len(qids), k)``; -1 where a query has fewer than ``k``.
+    """
+    row_of = {doc: i for i, doc in enumerate(doc_ids)}
+    rows = np.full((len(qids), k), -1, dtype=np.int64)
+    for i, qid in enumerate(qids):
+        ranked = sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        rows[i, : len(ranked)] = [row_of[doc] for doc, _ in ranked]
+    return rows
+
+
+def rocchio(
+    index, emb: np.ndarray, k: int, beta: float, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Dense pseudo-relevance feedback: move each query toward its top ``k`` documents.
 
     Rocchio's update in embedding space, as in Li et al. (2022), "Improving query
@@ -82,6 +102,8 @@ def rocchio(index, emb: np.ndarray, k: int, beta: float) -> np.ndarray:
         emb: Normalised query embeddings, one row per query.
         k: Feedback documents per query; 0 returns ``emb`` unchanged.
         beta: Weight of the feedback documents' mean.
+        rows: The first pass's top documents as index rows (:func:`feedback_rows`), at
+            least ``k`` columns; None searches ``index`` with ``emb`` for them.
 
     Returns:
         The new, normalised query embeddings.
@@ -93,8 +115,8 @@ def rocchio(index, emb: np.ndarray, k: int, beta: float) -> np.ndarray:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
         ivf.make_direct_map()  # an IVF index can only hand back its vectors through this map
-    _, rows = index.search(emb, k)
-    found = rows >= 0  # an approximate index may find fewer than k
+    rows = index.search(emb, k)[1] if rows is None else rows[:, :k]
+    found = rows >= 0  # an approximate index, or a short first pass, may give fewer than k
     vectors = index.reconstruct_batch(np.where(found, rows, 0).ravel()).reshape(*rows.shape, -1)
     counts = np.maximum(found.sum(axis=1, keepdims=True), 1)
     centroid = (vectors * found[..., None]).sum(axis=1) / counts
@@ -135,8 +157,10 @@ def choose_prf(
     grid: list[tuple[int, float]],
     top_k: int,
     eval_cfg: EvaluateConfig,
+    first_pass: Run | None = None,
+    combine: Callable[[Run], Run] | None = None,
 ) -> PrfChoice:
-    """Pick the feedback ``(k, beta)`` whose dense dev run scores the best dev NDCG.
+    """Pick the feedback ``(k, beta)`` whose dev run scores the best dev NDCG.
 
     Ties go to the first grid point, so listing ``k = 0`` first prefers no feedback.
 
@@ -149,6 +173,10 @@ def choose_prf(
         grid: ``(k, beta)`` points, e.g. from :func:`prf_grid`.
         top_k: Documents per query of each dev run.
         eval_cfg: Metric cut-offs; NDCG at ``eval_cfg.ndcg_k`` is maximised.
+        first_pass: The dev run whose top documents are the feedback (a hybrid's fused
+            run); None: the dense search's own.
+        combine: What turns the dense dev run into the run that is scored (a hybrid's
+            fusion with BM25); None scores the dense run itself.
 
     Raises:
         ValueError: If ``grid`` is empty.
@@ -158,17 +186,20 @@ def choose_prf(
     if not grid:
         raise ValueError("the feedback grid is empty")
     metric = f"ndcg_at_{eval_cfg.ndcg_k}"
+    depth = max(k for k, _ in grid)
+    rows = None if first_pass is None else feedback_rows(first_pass, dev_qids, doc_ids, depth)
 
     def score(k: int, beta: float) -> float:
-        run = search(index, doc_ids, dev_qids, rocchio(index, dev_emb, k, beta), top_k)
-        return evaluate_run(dev_qrels, run, eval_cfg)[0][metric]
+        run = search(index, doc_ids, dev_qids, rocchio(index, dev_emb, k, beta, rows), top_k)
+        return evaluate_run(dev_qrels, combine(run) if combine else run, eval_cfg)[0][metric]
 
     scores = {_grid_key(k, beta): score(k, beta) for k, beta in grid}
     best = max(range(len(grid)), key=lambda i: (scores[_grid_key(*grid[i])], -i))
     k, beta = grid[best]
     log.info(
-        "Dense feedback %s chosen on dev (%s %.4f; without feedback %s)",
+        "Dense feedback %s (from the %s run) chosen on dev (%s %.4f; without feedback %s)",
         _grid_key(k, beta),
+        "dense" if first_pass is None else "first-pass",
         metric,
         scores[_grid_key(k, beta)],
         f"{scores['k=0']:.4f}" if "k=0" in scores else "not in the grid",
