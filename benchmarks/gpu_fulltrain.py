@@ -299,9 +299,10 @@ def read_stages(dvc_yaml: Path, params: dict[str, Any]) -> list[Stage]:
 class Runner:
     """Runs jobs' stages as ``dvc repro`` would, with a run cache across workspaces."""
 
-    def __init__(self, root: Path, log_file: Path):
+    def __init__(self, root: Path, log_file: Path, source: Path = REPO):
         self.root = root
         self.log_file = log_file
+        self.source = source  # the checkout whose dvc.yaml, stages/ and src/ the jobs run
         self.done: dict[str, Path] = {}  # stage key -> workspace that holds its outputs
 
     def workspace(self, name: str) -> Path:
@@ -309,8 +310,9 @@ class Runner:
         if not ws.exists():
             ws.mkdir(parents=True)
             for item in ("dvc.yaml", "stages", "src"):
-                src = REPO / item
-                (shutil.copytree if src.is_dir() else shutil.copy2)(src, ws / item)
+                src = self.source / item
+                if src.exists():
+                    (shutil.copytree if src.is_dir() else shutil.copy2)(src, ws / item)
         return ws
 
     def run_job(self, job: Job, params_file: Path) -> dict[str, float]:

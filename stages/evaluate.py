@@ -20,6 +20,13 @@ def build_parser():
     parser.add_argument("--rerank-run", type=Path, required=True, help="reranked TREC run")
     parser.add_argument("--baseline-run", type=Path, required=True, help="zero-shot TREC run")
     parser.add_argument("--train-history", type=Path, required=True, help="train stage's JSON")
+    # Optional so that a pipeline started before the flag existed still runs to the end.
+    parser.add_argument(
+        "--retrieve-metrics",
+        type=Path,
+        default=None,
+        help="the retrieve stage's JSON: what it chose on dev goes to MLflow too",
+    )
     parser.add_argument("--out", type=Path, required=True, help="mean metrics (JSON)")
     parser.add_argument(
         "--significance",
@@ -75,6 +82,7 @@ def main(args, cfg):
         significance,
         read_json(args.train_history),
         artifacts=[args.out, args.significance, args.per_query, args.train_history],
+        retrieve_choices=read_json(args.retrieve_metrics) if args.retrieve_metrics else None,
     )
     write_json(args.record, record)
     if cfg.tracking.enabled:

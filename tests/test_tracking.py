@@ -91,6 +91,21 @@ def repo(
     }
     (root / "metrics").mkdir()
     (root / "metrics" / "train.json").write_text(json.dumps(history), encoding="utf-8")
+    # What a hybrid retrieve stage with feedback writes: its dev choices and the dev scores.
+    choices = {
+        "mode": "hybrid",
+        "top_k": 20,
+        "prf_first_pass": "hybrid",
+        "prf_first_pass_dense_weight": 0.5,
+        "prf_k": 2,
+        "prf_beta": 0.5,
+        "dev_ndcg_at_10_prf_grid": {"k=0": 0.41, "k=2,beta=0.5": 0.43},
+        "fusion": "wsum",
+        "dense_weight": 0.6,
+        "dev_ndcg_at_10": {"dense": 0.38, "bm25": 0.35, "fused": 0.44},
+        "dev_ndcg_at_10_grid": {"0.5": 0.43, "0.6": 0.44},
+    }
+    (root / "metrics" / "retrieve.json").write_text(json.dumps(choices), encoding="utf-8")
     return root, params
 
 
@@ -143,6 +158,17 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
     waiting = json.loads(pending[0].read_text(encoding="utf-8"))
     assert waiting == record | {"tracking_uri": UNREACHABLE}
     assert pending[0].name == f"{record['run_key']}.json"
+    # What retrieve chose on dev travels with the run (the grids stay in the file).
+    chosen = {k: v for k, v in record["metrics"].items() if k.startswith(("chosen.", "dev_"))}
+    assert chosen == {
+        "chosen.prf_first_pass_dense_weight": 0.5,
+        "chosen.prf_k": 2,
+        "chosen.prf_beta": 0.5,
+        "chosen.dense_weight": 0.6,
+        "dev_ndcg_at_10.dense": 0.38,
+        "dev_ndcg_at_10.bm25": 0.35,
+        "dev_ndcg_at_10.fused": 0.44,
+    }
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
     env = os.environ | {"DVC_ROOT": str(root)}

@@ -60,6 +60,7 @@ def build_record(
     significance: dict[str, Any],
     train_history: dict[str, Any],
     artifacts: list[Path],
+    retrieve_choices: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble everything one MLflow run holds.
 
@@ -70,6 +71,9 @@ def build_record(
             each p-value and delta becomes a metric, each verdict a tag.
         train_history: The train stage's summary and curves.
         artifacts: Files to attach.
+        retrieve_choices: The retrieve stage's ``metrics/retrieve.json``: what it chose on
+            dev (feedback ``prf_k``/``prf_beta``, a fusion's ``dense_weight`` or ``rrf_k``)
+            becomes ``chosen.*`` metrics, the dev scores behind it ``dev_*`` metrics.
 
     Returns:
         A JSON-serialisable record; ``run_key`` identifies it across retries.
@@ -104,6 +108,7 @@ def build_record(
             for name, value in values.items()
         }
         | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()}
+        | _choices(retrieve_choices or {})
         | {
             f"{run}.{m}_{key}": r[key]
             for run, res in compared.items()
@@ -113,6 +118,17 @@ def build_record(
         "histories": _histories(train_history),
         "artifacts": [str(p) for p in artifacts],
     }
+
+
+def _choices(retrieve: dict[str, Any]) -> dict[str, float]:
+    """The dev choices of ``metrics/retrieve.json`` as metrics; the grids stay in the file."""
+    out: dict[str, float] = {}
+    for key, value in retrieve.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and key != "top_k":
+            out[f"chosen.{key}"] = value
+        elif isinstance(value, dict) and key.startswith("dev_") and not key.endswith("_grid"):
+            out |= {f"{key}.{name}": v for name, v in value.items()}
+    return out
 
 
 def _histories(train_history: dict[str, Any]) -> dict[str, list[list[float]]]:

@@ -1,0 +1,158 @@
+"""benchmarks/gpu_fulltrain.py: the stage runner that stands in for DVC on a GPU machine, and
+the model packing that gets the base model under the transfer cap.
+
+The GPU run itself needs a GPU machine; what decides whether its numbers mean anything runs
+here: that a stage reruns exactly when ``dvc repro`` would rerun it, and that the packed model
+encodes the dataset's texts as the float16-rounded original does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    path = REPO / "benchmarks" / "gpu_fulltrain.py"
+    spec = importlib.util.spec_from_file_location("irtune_gpu_fulltrain", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# A toy pipeline in dvc.yaml's shape: a <- param a.x; b <- a's output and param b.y;
+# c <- b's output and every param. Each stage appends its name to a shared log when it runs.
+TOY = {
+    "stages": {
+        "a": {
+            "cmd": "python -c \"import sys; open('a.txt','w').write(sys.argv[1]); "
+            "open('${log}','a').write('a ')\" ${a.x}",
+            "deps": ["stages"],
+            "params": ["a.x"],
+            "outs": ["a.txt"],
+        },
+        "b": {
+            "cmd": "python -c \"import sys; open('b.txt','w').write(open('a.txt').read() + "
+            "sys.argv[1]); open('${log}','a').write('b ')\" ${b.y}",
+            "deps": ["a.txt"],
+            "params": ["b"],
+            "outs": ["b.txt"],
+        },
+        "c": {
+            "cmd": "python -c \"open('c.txt','w').write(open('b.txt').read()); "
+            "open('${log}','a').write('c ')\"",
+            "deps": ["b.txt"],
+            "params": [{"params.yaml": None}],
+            "metrics": [{"c.txt": {"cache": False}}],
+        },
+    }
+}
+
+
+def _params(tmp_path: Path, name: str, x: str, y: str, z: str = "0") -> Path:
+    path = tmp_path / "params" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    log = str(tmp_path / "ran.log")
+    path.write_text(yaml.safe_dump({"log": log, "a": {"x": x}, "b": {"y": y}, "z": z}))
+    return path
+
+
+def test_read_stages_resolves_the_real_dvc_yaml(gpu) -> None:
+    """The repository's own dvc.yaml: file order, paths resolved, params as DVC reads them."""
+    params = yaml.safe_load((REPO / "conf" / "config.yaml").read_text()) | {
+        "dataset": {"name": "nfcorpus"}
+    }
+    stages = gpu.read_stages(REPO / "dvc.yaml", params)
+    names = [s.name for s in stages]
+    assert names == list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    by_name = {s.name: s for s in stages}
+    assert "data/raw/nfcorpus" in by_name["download"].outs
+    assert "data/raw/nfcorpus" in by_name["train"].deps
+    assert "metrics/eval.json" in by_name["evaluate"].outs
+    assert by_name["evaluate"].params is None  # `params.yaml:` = every param
+    assert "retrieve" in by_name["retrieve"].params
+    assert "${" not in " ".join(s.cmd for s in stages)
+
+
+def test_runner_reruns_what_changed_and_reuses_other_workspaces(gpu, tmp_path: Path) -> None:
+    """As `dvc repro` would: a stage reruns when its params or an upstream stage changed; a
+    stage another workspace ran with the same inputs is copied, not rerun."""
+    source = tmp_path / "checkout"
+    (source / "stages").mkdir(parents=True)
+    (source / "dvc.yaml").write_text(yaml.safe_dump(TOY, sort_keys=False))
+    runner = gpu.Runner(tmp_path / "work", tmp_path / "log.txt", source=source)
+    ran = tmp_path / "ran.log"
+
+    def job(name: str, workspace: str, **params: str) -> list[str]:
+        ran.write_text("")
+        walls = runner.run_job(gpu.Job(name, workspace, ()), _params(tmp_path, name, **params))
+        assert set(walls) == {"a", "b", "c"}
+        return ran.read_text().split()
+
+    assert job("first", "one", x="1", y="2") == ["a", "b", "c"]
+    assert (tmp_path / "work/one/c.txt").read_text() == "12"
+    assert job("same", "one", x="1", y="2") == []
+    assert job("new_y", "one", x="1", y="3") == ["b", "c"]
+    assert (tmp_path / "work/one/c.txt").read_text() == "13"
+    assert job("unrelated", "one", x="1", y="3", z="9") == ["c"]
+    assert job("new_x", "one", x="5", y="3", z="9") == ["a", "b", "c"]
+    # A second workspace with the params workspace one last ran: every stage is copied.
+    assert job("other", "two", x="5", y="3", z="9") == []
+    assert (tmp_path / "work/two/c.txt").read_text() == "53"
+    # With a new z there, a and b are still copied (their inputs match) and c reruns.
+    assert job("other_z", "three", x="5", y="3", z="1") == ["c"]
+    assert (tmp_path / "work/three/b.txt").read_text() == "53"
+    # A failing stage stops the job with its name.
+    bad = json.loads(json.dumps(TOY))
+    bad["stages"]["b"]["cmd"] = 'python -c "raise SystemExit(3)"'
+    (source / "dvc.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    with pytest.raises(RuntimeError, match="failed_b/b failed"):
+        runner.run_job(gpu.Job("failed_b", "four", ()), _params(tmp_path, "f", x="7", y="3"))
+
+
+def test_packed_model_encodes_the_dataset_as_the_fp16_rounded_original(
+    gpu, tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path
+) -> None:
+    """Rows of tokens the dataset never produces are zeroed, and no text of the dataset can
+    tell: its embeddings equal those of the same model with every weight rounded to fp16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from irtune.beir import doc_text, read_beir
+    from irtune.train import load_bi_encoder
+
+    # The reference: the original model with its weights rounded to float16 and back.
+    rounded = tmp_path / "rounded"
+    shutil.copytree(tiny_bi_encoder, rounded)
+    state = load_file(str(rounded / gpu.MODEL_FILE))
+    save_file(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()},
+        str(rounded / gpu.MODEL_FILE),
+    )
+    gpu.pack_model(tiny_bi_encoder, tiny_beir, tmp_path / "packed")
+    assert not (tmp_path / "packed" / gpu.MODEL_FILE).exists()
+    gpu.unpack_model(tmp_path / "packed", tmp_path / "unpacked")
+
+    unpacked = load_file(str(tmp_path / "unpacked" / gpu.MODEL_FILE))
+    (name,) = [k for k in unpacked if k.endswith("word_embeddings.weight")]
+    zeroed = int((unpacked[name].abs().sum(dim=1) == 0).sum())
+    assert 0 < zeroed < unpacked[name].shape[0]
+    assert all(v.dtype != torch.float16 for v in unpacked.values())
+
+    dataset = read_beir(tiny_beir, ["train", "dev", "test"])
+    texts = [doc_text(d) for d in dataset.corpus.values()] + list(dataset.queries.values())
+    a = load_bi_encoder(str(rounded)).encode(texts, convert_to_numpy=True)
+    b = load_bi_encoder(str(tmp_path / "unpacked")).encode(texts, convert_to_numpy=True)
+    np.testing.assert_array_equal(a, b)
