@@ -49,6 +49,7 @@ INPUT_OPTIONS = {
     "rerank_run",
     "baseline_run",
     "train_history",
+    "retrieve_metrics",
 }
 
 
