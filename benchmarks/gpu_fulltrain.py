@@ -288,11 +288,9 @@ def read_stages(dvc_yaml: Path, params: dict[str, Any]) -> list[Stage]:
                 keys = None
                 break
             keys.append(entry)
-        outs = _paths(spec.get("outs")) + _paths(spec.get("metrics"))
-        stages.append(
-            Stage(name, resolve(spec["cmd"]), keys, [resolve(d) for d in spec["deps"]], outs)
-        )
-        stages[-1].outs = [resolve(o) for o in outs]
+        deps = [resolve(d) for d in spec.get("deps", [])]
+        outs = [resolve(o) for o in _paths(spec.get("outs")) + _paths(spec.get("metrics"))]
+        stages.append(Stage(name, resolve(spec["cmd"]), keys, deps, outs))
     return stages
 
 
@@ -411,6 +409,7 @@ def run(bundle_dir: Path, out: Path, budget_s: float, only: list[str] | None) ->
     runner = Runner(MACHINE_ROOT / "work", out / "log.txt")
     jobs = [Job(j["name"], j["workspace"], tuple(j["overrides"])) for j in _jobs(bundle_dir)]
     results: dict[str, Any] = {"machine": info, "jobs": {}}
+    files: dict[str, bytes] = {}  # "job/rel" -> content, for every finished job
     for job in jobs:
         if only and job.name not in only:
             continue
@@ -426,7 +425,9 @@ def run(bundle_dir: Path, out: Path, budget_s: float, only: list[str] | None) ->
             continue
         ws = runner.root / job.workspace
         results["jobs"][job.name] = {"overrides": list(job.overrides), "stage_seconds": walls}
-        _pack(results, {job.name: ws}, out / "results.tar.gz")
+        files |= {f"{job.name}/{rel}": (ws / rel).read_bytes() for rel in RESULT_FILES
+                  if (ws / rel).exists()}  # fmt: skip
+        _pack(results, files, out / "results.tar.gz")
     log.info("All jobs done in %.0fs", time.perf_counter() - start)
 
 
@@ -434,20 +435,12 @@ def _jobs(bundle_dir: Path) -> list[dict[str, Any]]:
     return json.loads((bundle_dir / "jobs.json").read_text(encoding="utf-8"))
 
 
-_packed: dict[str, dict[str, bytes]] = {}
-
-
-def _pack(results: dict[str, Any], new: dict[str, Path], dest: Path) -> None:
-    """Add ``new`` jobs' result files to the archive at ``dest``, rewritten atomically."""
-    for name, ws in new.items():
-        _packed[name] = {
-            rel: (ws / rel).read_bytes() for rel in RESULT_FILES if (ws / rel).exists()
-        }
+def _pack(results: dict[str, Any], files: dict[str, bytes], dest: Path) -> None:
+    """Write ``results.json`` and every job's files (``job/rel``) to the archive ``dest``,
+    atomically: a run cut short leaves the last whole archive."""
     tmp = dest.with_suffix(".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        blobs = {"results.json": json.dumps(results, indent=2).encode()}
-        for name, files in _packed.items():
-            blobs |= {f"{name}/{rel}": data for rel, data in files.items()}
+        blobs = {"results.json": json.dumps(results, indent=2).encode()} | files
         for arcname, data in blobs.items():
             member = tarfile.TarInfo(arcname)
             member.size = len(data)

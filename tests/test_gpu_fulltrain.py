@@ -156,3 +156,46 @@ def test_packed_model_encodes_the_dataset_as_the_fp16_rounded_original(
     a = load_bi_encoder(str(rounded)).encode(texts, convert_to_numpy=True)
     b = load_bi_encoder(str(tmp_path / "unpacked")).encode(texts, convert_to_numpy=True)
     np.testing.assert_array_equal(a, b)
+
+
+def _job_files(name: str, ndcg: list[float], dev: float | None) -> dict[str, bytes]:
+    """The files a finished job leaves, as `run` packs them (a few of RESULT_FILES)."""
+    per_query = {f"q{i}": {"ndcg_at_10": v, "recall_at_100": v, "mrr_at_10": v, "map_at_100": v}
+                 for i, v in enumerate(ndcg)}  # fmt: skip
+    mean = {m: sum(q[m] for q in per_query.values()) / len(ndcg) for m in per_query["q0"]}
+    summary = {"train_rows": 10, "steps": 2} | ({"dev_ndcg_at_10": dev} if dev else {})
+    significance = {"ndcg_at_10": {"p_value": 0.5, "verdict": "no significant difference"}}
+    files = {
+        "metrics/eval.json": {"retrieve": mean, "rerank": mean},
+        "metrics/significance.json": {"retrieve": significance},
+        "metrics/train.json": {"summary": summary},
+        "metrics/retrieve.json": {"mode": "dense", "top_k": 10},
+        "data/eval/per_query.json": {"retrieve": per_query, "rerank": per_query},
+    }
+    return {f"{name}/{rel}": json.dumps(data).encode() for rel, data in files.items()}
+
+
+def test_results_archives_merge_into_one_report(gpu, tmp_path: Path) -> None:
+    """Two calls' archives (the second adding a job) give one table: each job's means, and
+    the paired test against the baseline job that irtune.evaluate.compare computes."""
+    from irtune.evaluate import compare
+
+    machine = {"gpu": "test"}
+    plain, better = [0.2, 0.3, 0.4, 0.5], [0.3, 0.45, 0.5, 0.65]
+    first, second = tmp_path / "1.tar.gz", tmp_path / "2.tar.gz"
+    job = {"overrides": [], "stage_seconds": {"train": 12.0}}
+    gpu._pack({"machine": machine, "jobs": {"plain": job}}, _job_files("plain", plain, 0.3), first)
+    skipped = {"plain_prf": {"skipped": "budget"}, "best": job}
+    gpu._pack({"machine": machine, "jobs": skipped}, _job_files("best", better, 0.4), second)
+
+    table = gpu.report([first, second], "plain", tmp_path / "out")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| job", "| plain", "| best"]  # none skipped
+    expected = compare(
+        {f"q{i}": {"ndcg_at_10": v} for i, v in enumerate(better)},
+        {f"q{i}": {"ndcg_at_10": v} for i, v in enumerate(plain)},
+        0.05,
+    )["ndcg_at_10"]
+    assert f"{expected['p_value']:.3g} ({expected['verdict']})" in rows[2]
+    assert f"| {sum(better) / 4:.4f} |" in rows[2] and "| 0.4000 |" in rows[2]
+    assert (tmp_path / "out/best/data/eval/per_query.json").is_file()
