@@ -215,9 +215,8 @@ def bundle(data: Path, model: Path, out: Path, smoke: bool = False) -> None:
         compose(
             [*COMMON, *job.overrides, *(SMOKE if smoke else [])],
             root=REPO,
-            output=f"params.{job.name}.yaml",
+            output=str((out / "params" / f"{job.name}.yaml").resolve()),
         )
-        shutil.move(REPO / f"params.{job.name}.yaml", out / "params" / f"{job.name}.yaml")
     (out / "jobs.json").write_text(
         json.dumps([job.__dict__ for job in JOBS], indent=2), encoding="utf-8"
     )

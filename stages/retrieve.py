@@ -83,22 +83,26 @@ def main(args, cfg):
     if rc.mode in ("bm25", "hybrid"):
         sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)
 
+    def dev_fusion(dense_run):
+        """A hybrid's fusion parameter for ``dense_run``, chosen on dev."""
+        return choose_fusion(
+            _subset(dense_run, dev_qrels),
+            _subset(sparse, dev_qrels),
+            dev_qrels,
+            rc.fusion,
+            grid,
+            rc.top_k,
+            cfg.evaluate,
+        )
+
     # 3. Pseudo-relevance feedback, if dev finds it helps: each query moves toward the top
     #    documents of the best first pass there is (a hybrid's fused run beats the dense
     #    one), and the dense search runs again. In hybrid mode the first fusion's parameter
     #    is chosen on dev first, and (k, beta) by the dev NDCG of the fused run.
     if prf:
-        first_pass, combine = dense, None
+        first_pass = combine = None  # dense mode: the dense search's own top documents
         if hybrid:
-            first = choose_fusion(
-                _subset(dense, dev_qrels),
-                _subset(sparse, dev_qrels),
-                dev_qrels,
-                rc.fusion,
-                grid,
-                rc.top_k,
-                cfg.evaluate,
-            )
+            first = dev_fusion(dense)
             first_pass = fuse(dense, sparse, rc.fusion, first.param, rc.top_k)
             sparse_dev = _subset(sparse, dev_qrels)
 
@@ -119,10 +123,10 @@ def main(args, cfg):
             prf_grid(rc.prf_ks, rc.prf_betas),
             rc.top_k,
             cfg.evaluate,
-            first_pass=_subset(first_pass, dev_qrels) if hybrid else None,
+            first_pass=None if first_pass is None else _subset(first_pass, dev_qrels),
             combine=combine,
         )
-        rows = feedback_rows(first_pass, qids, doc_ids, feedback.k) if hybrid else None
+        rows = None if first_pass is None else feedback_rows(first_pass, qids, doc_ids, feedback.k)
         emb = rocchio(index, emb, feedback.k, feedback.beta, rows)
         dense = search(index, doc_ids, qids, emb, rc.top_k)
         metrics |= {
@@ -134,15 +138,7 @@ def main(args, cfg):
     # 4. A hybrid's fusion, chosen on dev, of the final dense run and the BM25 run.
     if hybrid:
         test_qids = dataset.qrels[test_split]
-        choice = choose_fusion(
-            _subset(dense, dev_qrels),
-            _subset(sparse, dev_qrels),
-            dev_qrels,
-            rc.fusion,
-            grid,
-            rc.top_k,
-            cfg.evaluate,
-        )
+        choice = dev_fusion(dense)
         run = fuse(
             _subset(dense, test_qids), _subset(sparse, test_qids), rc.fusion, choice.param, rc.top_k
         )
