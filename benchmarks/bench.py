@@ -152,13 +152,13 @@ def bench_encode(
     """irtune's encode path vs plain ``model.encode``; then each backend's speed and NDCG@10."""
     from sentence_transformers import SentenceTransformer
 
-    from irtune.backends import load_encoder
     from irtune.beir import doc_text, read_beir
     from irtune.config import EvaluateConfig, IndexConfig
+    from irtune.dense import dense_search
     from irtune.encode import encode_corpus
     from irtune.evaluate import evaluate_run
     from irtune.index import build_index
-    from irtune.retrieve import dense_search
+    from irtune.models import load_encoder
 
     dataset = read_beir(data, ["test"])
     corpus = dataset.corpus

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from irtune.backends import load_encoder
 from irtune.beir import find_file, read_corpus
 from irtune.encode import encode_corpus, write_embeddings
+from irtune.models import load_encoder
 from irtune.stage import run_stage, stage_parser
 
 
@@ -25,8 +25,7 @@ def main(args, cfg):
         trust_remote_code=cfg.model.trust_remote_code,
         max_seq_length=cfg.encode.max_seq_length,
     )
-    embeddings = encode_corpus(model, corpus, cfg.encode.batch_size)
-    write_embeddings(embeddings, list(corpus), args.out)
+    write_embeddings(encode_corpus(model, corpus, cfg.encode.batch_size), list(corpus), args.out)
 
 
 if __name__ == "__main__":

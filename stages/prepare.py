@@ -3,9 +3,8 @@
 from pathlib import Path
 
 from irtune.beir import read_beir
-from irtune.errors import DataError
-from irtune.io import write_json
-from irtune.prepare import build_rows, write_rows
+from irtune.io import write_json, write_jsonl
+from irtune.prepare import build_rows
 from irtune.stage import run_stage, stage_parser
 
 
@@ -18,14 +17,13 @@ def build_parser():
 
 
 def main(args, cfg):
+    # Every split: a doc judged for a query anywhere is never that query's negative.
     dataset = read_beir(
         args.data, [cfg.dataset.train_split, cfg.dataset.dev_split, cfg.dataset.test_split]
     )
     rows = build_rows(dataset, cfg)
-    if not rows:
-        raise DataError(f"{args.data}: no training rows (no usable positive train pairs)")
-    write_rows(rows, args.out)
-    write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})
+    write_jsonl(args.out, rows)
+    write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0])})
 
 
 if __name__ == "__main__":

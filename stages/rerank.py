@@ -1,15 +1,11 @@
 """Stage rerank: rescore the top rerank.top_k candidates with a cross-encoder (0 = pass)."""
 
-import logging
-import shutil
 from pathlib import Path
 
 from irtune.beir import read_beir
-from irtune.io import atomic_path, read_trec_run, write_trec_run
-from irtune.rerank import load_cross_encoder, rerank
+from irtune.rerank import rerank_run
+from irtune.runs import read_trec_run, write_trec_run
 from irtune.stage import run_stage, stage_parser
-
-log = logging.getLogger(__name__)
 
 
 def build_parser():
@@ -21,24 +17,10 @@ def build_parser():
 
 
 def main(args, cfg):
-    if cfg.rerank.top_k == 0:
-        log.info("rerank.top_k=0: passing %s through", args.run)
-        with atomic_path(args.out) as tmp:
-            shutil.copyfile(args.run, tmp)
-        return
-    dataset = read_beir(args.data, [cfg.dataset.test_split])
-    model = load_cross_encoder(
-        cfg.rerank.model, cfg.rerank.max_length, trust_remote_code=cfg.rerank.trust_remote_code
-    )
-    run = rerank(
-        model,
-        read_trec_run(args.run),
-        dataset.queries,
-        dataset.corpus,
-        cfg.rerank.top_k,
-        cfg.rerank.batch_size,
-    )
-    write_trec_run(args.out, run, tag="irtune-rerank")
+    run = read_trec_run(args.run)
+    # The corpus is only read when something is reranked.
+    dataset = read_beir(args.data, [cfg.dataset.test_split]) if cfg.rerank.top_k else None
+    write_trec_run(args.out, rerank_run(run, dataset, cfg), tag="irtune-rerank")
 
 
 if __name__ == "__main__":

@@ -6,22 +6,13 @@ depends on: rerunning the same experiment after a crash resumes its schedule, an
 experiment with other params never resumes from another's checkpoint.
 """
 
-import hashlib
-import json
-import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from irtune.beir import read_beir
-from irtune.config import flatten
-from irtune.io import write_json
-from irtune.prepare import read_rows
+from irtune.io import read_jsonl, write_json
+from irtune.pipeline import repo_root
 from irtune.stage import run_stage, stage_parser
-from irtune.tracking import repo_root
-from irtune.train import train
-
-#: The params that shape training (dvc.yaml lists the same for this stage).
-TRAIN_PARAMS = ("dataset.dev_split", "model.", "loss.", "train.", "encode.batch_size", "evaluate.")
+from irtune.train import checkpoint_dir, train
 
 
 def build_parser():
@@ -38,21 +29,11 @@ def build_parser():
     return parser
 
 
-def checkpoint_key(rows_path: Path, cfg) -> str:
-    """A digest of the training rows and every training param."""
-    digest = hashlib.sha256(rows_path.read_bytes())
-    params = {k: v for k, v in flatten(cfg).items() if k.startswith(TRAIN_PARAMS)}
-    digest.update(json.dumps(params, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
 def main(args, cfg):
-    dataset = read_beir(args.data, [cfg.dataset.train_split, cfg.dataset.dev_split])
-    rows = read_rows(args.rows)
-    work_dir = repo_root() / ".irtune" / "checkpoints" / checkpoint_key(args.rows, cfg)
-    result = train(rows, dataset, cfg, args.out, work_dir)
-    write_json(args.history, asdict(result))
-    shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
+    dataset = read_beir(args.data, [cfg.dataset.dev_split])  # the per-epoch dev curve
+    work_dir = checkpoint_dir(repo_root(), args.rows, cfg)
+    result = train(read_jsonl(args.rows), dataset, cfg, args.out, work_dir)
+    write_json(args.history, result.history())
 
 
 if __name__ == "__main__":

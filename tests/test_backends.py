@@ -12,11 +12,12 @@ import pytest
 import yaml
 from stage_helpers import default_params, run_stage_cli
 
-from irtune.backends import RuntimeTransformer, load_encoder
+from irtune.backends import RuntimeTransformer
 from irtune.config import ENCODE_PRECISIONS, validate
 from irtune.encode import read_embeddings
 from irtune.errors import ConfigError
-from irtune.io import read_trec_run
+from irtune.models import load_encoder
+from irtune.runs import read_trec_run
 
 TEXTS = [
     "Vitamin D supplementation increased bone mineral density in older adults.",

@@ -46,7 +46,7 @@ from irtune.beir import find_file, read_beir, read_corpus
 from irtune.config import IndexConfig
 from irtune.encode import write_embeddings
 from irtune.index import build_index, write_index
-from irtune.io import read_trec_run, write_trec_run
+from irtune.runs import read_trec_run, write_trec_run
 from irtune.stage import run_stage
 
 #: Weight files a saved model folder holds; a folder without them cannot be loaded.

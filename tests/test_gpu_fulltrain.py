@@ -131,7 +131,7 @@ def test_packed_model_encodes_the_dataset_as_the_fp16_rounded_original(
     from safetensors.torch import load_file, save_file
 
     from irtune.beir import doc_text, read_beir
-    from irtune.train import load_bi_encoder
+    from irtune.models import load_bi_encoder
 
     # The reference: the original model with its weights rounded to float16 and back.
     rounded = tmp_path / "rounded"

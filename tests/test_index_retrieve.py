@@ -11,11 +11,11 @@ import pytest
 
 from irtune.beir import BeirDataset, read_beir
 from irtune.config import IndexConfig
+from irtune.dense import dense_search
 from irtune.encode import encode_corpus, read_embeddings, write_embeddings
 from irtune.errors import DataError
 from irtune.index import INDEX, build_index, read_index, write_index
-from irtune.retrieve import dense_search
-from irtune.train import load_bi_encoder
+from irtune.models import load_bi_encoder
 
 N, DIM = 500, 16
 

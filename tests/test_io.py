@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from irtune.errors import DataError
-from irtune.io import atomic_path, read_json, read_trec_run, write_json, write_trec_run
+from irtune.io import atomic_path, read_json, write_json
+from irtune.runs import read_trec_run, write_trec_run
 
 
 class Boom(Exception):

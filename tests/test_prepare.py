@@ -9,7 +9,8 @@ import pytest
 from irtune.beir import BeirDataset, doc_text, read_beir
 from irtune.config import SCORE_FAMILY, Config, validate
 from irtune.errors import ConfigError
-from irtune.prepare import build_rows, positive_pairs, read_rows, write_rows
+from irtune.io import read_jsonl, write_jsonl
+from irtune.prepare import build_rows, positive_pairs
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +135,10 @@ def test_score_rows_scale_graded_relevance(dataset: BeirDataset) -> None:
 
 
 def test_rows_round_trip(dataset: BeirDataset, tmp_path: Path) -> None:
-    """write_rows/read_rows give back the rows in order."""
+    """write_jsonl/read_jsonl give back the rows in order."""
     rows = build_rows(dataset, _cfg("cosent", max_pairs=5))
-    write_rows(rows, tmp_path / "rows.jsonl")
-    assert read_rows(tmp_path / "rows.jsonl") == rows
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert read_jsonl(tmp_path / "rows.jsonl") == rows
 
 
 def test_positive_pairs_follow_qrels_order(dataset: BeirDataset) -> None:
@@ -176,7 +177,7 @@ def test_mined_negatives_are_hard_and_clean(dataset: BeirDataset, tiny_bi_encode
     are never a judged doc of it."""
     import numpy as np
 
-    from irtune.train import load_bi_encoder
+    from irtune.models import load_bi_encoder
 
     window = 10
     cfg = validate(

@@ -9,8 +9,9 @@ import pytest
 
 from irtune.beir import BeirDataset, doc_text, read_beir
 from irtune.errors import ConfigError
-from irtune.io import Run
-from irtune.rerank import load_cross_encoder, rerank, top_candidates
+from irtune.models import load_cross_encoder
+from irtune.rerank import rerank
+from irtune.runs import Run, cut
 
 MAX_LENGTH = 128  # the tiny model has 128 positions
 
@@ -70,11 +71,11 @@ def test_long_documents_are_truncated(cross_encoder, dataset: BeirDataset) -> No
     assert 0.0 <= out[qid][did] <= 1.0
 
 
-def test_top_candidates_breaks_ties_by_doc_id() -> None:
-    """top_candidates keeps the k best, equal scores in doc id order."""
+def test_cut_breaks_ties_by_doc_id() -> None:
+    """cut keeps the k best, equal scores in doc id order."""
     run = {"q": {"b": 0.5, "a": 0.5, "c": 0.9, "d": 0.1}}
-    assert top_candidates(run, 2) == {"q": {"c": 0.9, "a": 0.5}}
-    assert top_candidates(run, 10) == {"q": {"c": 0.9, "a": 0.5, "b": 0.5, "d": 0.1}}
+    assert cut(run, 2) == {"q": {"c": 0.9, "a": 0.5}}
+    assert cut(run, 10) == {"q": {"c": 0.9, "a": 0.5, "b": 0.5, "d": 0.1}}
 
 
 def test_empty_folder_is_a_config_error(tmp_path: Path) -> None:

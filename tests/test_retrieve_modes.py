@@ -4,41 +4,25 @@ pseudo-relevance feedback (Rocchio) chosen on dev, and the retrieve stage in ``h
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from stage_helpers import load_stage
 
 from irtune.beir import Corpus, Qrels, read_beir
 from irtune.bm25 import bm25_search
-from irtune.config import Config, EvaluateConfig, IndexConfig, validate
+from irtune.config import EvaluateConfig, IndexConfig, validate
+from irtune.dense import dense_search, encode_queries, search
 from irtune.encode import encode_corpus
 from irtune.errors import ConfigError
 from irtune.evaluate import evaluate_run
+from irtune.feedback import choose_prf, feedback_rows, prf_grid, rocchio
+from irtune.fusion import choose_fusion, fuse, fuse_rrf, fuse_wsum, min_max
 from irtune.index import build_index, write_index
-from irtune.io import Run, read_trec_run
-from irtune.retrieve import (
-    choose_fusion,
-    choose_prf,
-    dense_search,
-    encode_queries,
-    feedback_rows,
-    fuse,
-    fuse_rrf,
-    fuse_wsum,
-    min_max,
-    prf_grid,
-    rocchio,
-    search,
-)
-from irtune.stage import run_stage
-from irtune.train import load_bi_encoder
+from irtune.models import load_bi_encoder
+from irtune.retrieve import Retrieval, open_dense_index, retrieve, splits, uses_dense
+from irtune.runs import Run
 
 CORPUS: Corpus = {
     "a": {"title": "", "text": "apple banana apple"},
@@ -376,33 +360,27 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_b
     return out
 
 
-def _run_retrieve(root: Path, tiny_beir: Path, model: Path, index: Path, retrieve: dict) -> None:
-    params = asdict(Config())
-    params["retrieve"].update(retrieve)
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    mod = load_stage("retrieve")
-    argv = [
-        "--data", str(tiny_beir), "--model", str(model), "--index", str(index),
-        "--out", "data/runs/retrieve.trec", "--metrics", "metrics/retrieve.json",
-    ]  # fmt: skip
-    with contextlib.chdir(root):
-        run_stage("retrieve", mod.build_parser(), mod.main, argv)
+def _run_retrieve(tiny_beir: Path, model: Path, index: Path, retrieve_cfg: dict) -> Retrieval:
+    """The retrieve stage's recipe, called as the stage calls it."""
+    cfg = validate({"retrieve": retrieve_cfg})
+    dataset = read_beir(tiny_beir, splits(cfg))
+    dense = open_dense_index(index, model, cfg) if uses_dense(cfg) else None
+    return retrieve(dataset, cfg, dense)
 
 
 def test_stage_hybrid_writes_the_dev_choice(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+    tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
 ) -> None:
     """mode=hybrid: the test run is the test runs fused with the parameter chosen on dev, and
     metrics/retrieve.json records that choice and the dev NDCG@10 behind it."""
     top_k = 8
-    _run_retrieve(
-        tmp_path,
+    result = _run_retrieve(
         tiny_beir,
         tiny_bi_encoder,
         tiny_index,
         {"mode": "hybrid", "top_k": top_k, "fusion_weights": [0.2, 0.5, 0.8]},
     )
-    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    metrics = result.choices
     assert metrics["mode"] == "hybrid" and metrics["fusion"] == "wsum"
     assert metrics["dense_weight"] in (0.2, 0.5, 0.8)
     assert set(metrics["dev_ndcg_at_10"]) == {"dense", "bm25", "fused"}
@@ -425,7 +403,7 @@ def test_stage_hybrid_writes_the_dev_choice(
     assert metrics["dense_weight"] == choice.param
     assert metrics["dev_ndcg_at_10"] == choice.dev
     expected = fuse(*runs["test"], "wsum", choice.param, top_k)
-    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    written = result.run
     assert written.keys() == test_q.keys()  # no dev query leaks into the test run
     for qid, docs in written.items():
         assert len(docs) <= top_k
@@ -436,14 +414,14 @@ def test_stage_hybrid_writes_the_dev_choice(
 
 
 def test_stage_dense_feedback_is_chosen_on_dev(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+    tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
 ) -> None:
     """mode=dense with a feedback grid: (k, beta) is dev's best, the test run is searched
     with it, and metrics/retrieve.json records the choice and the whole dev grid."""
     top_k, ks, betas = 6, [0, 1, 2], [0.5, 2.0]
-    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index,
-                  {"mode": "dense", "top_k": top_k, "prf_ks": ks, "prf_betas": betas})  # fmt: skip
-    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    retrieve_cfg = {"mode": "dense", "top_k": top_k, "prf_ks": ks, "prf_betas": betas}
+    result = _run_retrieve(tiny_beir, tiny_bi_encoder, tiny_index, retrieve_cfg)
+    metrics = result.choices
     assert list(metrics["dev_ndcg_at_10_prf_grid"]) == [
         "k=0", "k=1,beta=0.5", "k=1,beta=2", "k=2,beta=0.5", "k=2,beta=2",
     ]  # fmt: skip
@@ -463,7 +441,7 @@ def test_stage_dense_feedback_is_chosen_on_dev(
     assert metrics["dev_ndcg_at_10_prf_grid"] == pytest.approx(choice.grid, abs=1e-6)
     emb = rocchio(index, encode_queries(model, test_q, 64), choice.k, choice.beta)
     expected = search(index, doc_ids, list(test_q), emb, top_k)
-    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    written = result.run
     assert written.keys() == test_q.keys()  # no dev query leaks into the test run
     for qid, docs in written.items():
         assert list(docs) == list(expected[qid])
@@ -471,16 +449,16 @@ def test_stage_dense_feedback_is_chosen_on_dev(
 
 
 def test_stage_hybrid_feedback_comes_from_the_fused_first_pass(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
+    tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
 ) -> None:
     """mode=hybrid with a feedback grid: the first fusion is chosen on dev, (k, beta) by the
     dev NDCG of the fused run with feedback from that first fusion's top documents, then the
     final fusion on dev; the test run is what the library computes in that order."""
     top_k, ks, betas, weights = 6, [0, 1, 2], [0.5, 2.0], [0.2, 0.5, 0.8]
-    retrieve = {"mode": "hybrid", "top_k": top_k, "prf_ks": ks, "prf_betas": betas,
-                "fusion_weights": weights}  # fmt: skip
-    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index, retrieve)
-    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    retrieve_cfg = {"mode": "hybrid", "top_k": top_k, "prf_ks": ks, "prf_betas": betas,
+                    "fusion_weights": weights}  # fmt: skip
+    result = _run_retrieve(tiny_beir, tiny_bi_encoder, tiny_index, retrieve_cfg)
+    metrics = result.choices
 
     dataset = read_beir(tiny_beir, ["dev", "test"])
     model = load_bi_encoder(str(tiny_bi_encoder))
@@ -517,20 +495,18 @@ def test_stage_hybrid_feedback_comes_from_the_fused_first_pass(
     final = choose_fusion(sub(dense, dev), sub(sparse, dev), dev_qrels, "wsum", weights, top_k, cfg)
     assert metrics["dense_weight"] == final.param
     expected = fuse(sub(dense, test), sub(sparse, test), "wsum", final.param, top_k)
-    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    written = result.run
     assert written.keys() == set(test)  # no dev query leaks into the test run
     for qid, docs in written.items():
         assert docs == pytest.approx(expected[qid], abs=1e-5)
 
 
-def test_stage_bm25_mode(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path
-) -> None:
+def test_stage_bm25_mode(tiny_beir: Path, tiny_bi_encoder: Path, tiny_index: Path) -> None:
     """mode=bm25 writes the BM25 run of the test queries and a metrics file naming the mode."""
-    _run_retrieve(tmp_path, tiny_beir, tiny_bi_encoder, tiny_index, {"mode": "bm25", "top_k": 5})
-    metrics = json.loads((tmp_path / "metrics/retrieve.json").read_text(encoding="utf-8"))
+    result = _run_retrieve(tiny_beir, tiny_bi_encoder, tiny_index, {"mode": "bm25", "top_k": 5})
+    metrics = result.choices
     assert metrics == {"mode": "bm25", "top_k": 5}
     dataset = read_beir(tiny_beir, ["test"])
     expected = bm25_search(dataset.corpus, dataset.split_queries("test"), 5)
-    written = read_trec_run(tmp_path / "data/runs/retrieve.trec")
+    written = result.run
     assert {q: list(d) for q, d in written.items()} == {q: list(d) for q, d in expected.items()}

@@ -27,8 +27,8 @@ from irtune.beir import read_beir, stats
 from irtune.config import EvaluateConfig
 from irtune.encode import read_embeddings
 from irtune.index import read_index
-from irtune.io import read_trec_run
-from irtune.train import load_bi_encoder
+from irtune.models import load_bi_encoder
+from irtune.runs import read_trec_run
 
 REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml's stages, in file order (test_contract pins that order).

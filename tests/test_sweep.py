@@ -19,8 +19,8 @@ from stage_helpers import REPO
 from irtune import tracking
 from irtune.config import Config
 from irtune.errors import ConfigError
-from irtune.report import REPORT_KIND, write_report
-from irtune.sweep import load_sweep, members, validate_members
+from irtune.sweep.definition import load_sweep, members, validate_members
+from irtune.sweep.report import REPORT_KIND, write_report
 
 SWEEPS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
 
@@ -122,7 +122,7 @@ _METRICS = ("ndcg_at_10", "recall_at_100", "mrr_at_10")
 def test_report_ranks_members_and_tests_them_against_the_baseline_member(root: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from irtune.report import sweep_config
+    from irtune.sweep.definition import sweep_config
 
     _write_sweep(root, "lr", {"train.lr": "1e-5,2e-5,5e-5"}, baseline="train.lr=2e-05")
     cfg = sweep_config("lr")

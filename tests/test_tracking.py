@@ -27,12 +27,10 @@ from stage_helpers import REPO, default_params, run_stage_cli, stage_argv, write
 
 from irtune import sync as sync_cli
 from irtune import tracking
-from irtune.backends import load_encoder
 from irtune.beir import find_file, read_corpus, read_qrels
 from irtune.config import Config
-from irtune.io import write_trec_run
-from irtune.rerank import load_cross_encoder
-from irtune.train import load_bi_encoder
+from irtune.models import load_bi_encoder, load_cross_encoder, load_encoder
+from irtune.runs import write_trec_run
 
 #: A closed port: nothing listens there.
 UNREACHABLE = "http://127.0.0.1:9"

@@ -11,8 +11,9 @@ import torch
 
 from irtune.beir import BeirDataset, read_beir
 from irtune.config import Config, validate
+from irtune.models import load_bi_encoder
 from irtune.prepare import build_rows
-from irtune.train import load_bi_encoder, split_history, train
+from irtune.train import split_history, train
 
 PROBE = ["does vitamin d prevent fractures", "Statin therapy lowered LDL cholesterol."]
 

@@ -210,31 +210,3 @@ def use_backend(model, backend: str, precision: str = "fp32"):
         time.perf_counter() - start,
     )
     return model
-
-
-def load_encoder(
-    name_or_path: str,
-    backend: str = "torch",
-    precision: str = "fp32",
-    trust_remote_code: bool = False,
-    max_seq_length: int = 0,
-):
-    """Load a bi-encoder for inference on ``backend`` (see :func:`use_backend`).
-
-    Args:
-        name_or_path: Hub id or local folder.
-        backend: ``torch``, ``onnx`` or ``openvino``.
-        precision: ``fp32``, or ``int8`` (onnx) / ``bf16`` (openvino).
-        trust_remote_code: Run code shipped with the model.
-        max_seq_length: Truncation to set; 0 keeps the model's own.
-
-    Raises:
-        ConfigError: If the model cannot be loaded, or the backend/precision pair is invalid.
-    """
-    from irtune.train import load_bi_encoder
-
-    check_backend(backend, precision)
-    model = load_bi_encoder(
-        name_or_path, trust_remote_code=trust_remote_code, max_seq_length=max_seq_length
-    )
-    return use_backend(model, backend, precision)

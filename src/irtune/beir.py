@@ -31,6 +31,8 @@ class BeirDataset:
     corpus: Corpus
     queries: Queries
     qrels: dict[str, Qrels]
+    #: The folder it was read from, for messages; None when built in memory.
+    root: Path | None = None
 
     def split_queries(self, split: str) -> Queries:
         """The queries judged in ``split``, in qrels order."""
@@ -160,7 +162,7 @@ def read_beir(root: str | Path, splits: list[str]) -> BeirDataset:
         if not split_qrels:
             raise DataError(f"{path}: split '{split}' has no queries")
         qrels[split] = split_qrels
-    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, root=root)
 
 
 def write_beir(dataset: BeirDataset, root: Path) -> None:

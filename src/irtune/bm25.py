@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from irtune.beir import Corpus, Queries, doc_text
-from irtune.io import Run
+from irtune.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def bm25_search(
             continue
         scores = retriever.get_scores_from_ids(token_ids)
         hits = np.flatnonzero(scores > 0)
+        # irtune.runs.ranked's order (score, then doc id), vectorised over the corpus.
         hits = hits[np.lexsort((id_rank[hits], -scores[hits]))][:top_k]
         run[qid] = {doc_ids[i]: float(scores[i]) for i in hits}
     if unmatched:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 from irtune.errors import IrtuneError
 from irtune.evaluate import compare
+from irtune.pipeline import DVC_YAML, stage_option
 
 WORKSPACE = "workspace"
 
@@ -34,11 +32,7 @@ def per_query_path(root: Path = Path(".")) -> str:
     Raises:
         IrtuneError: If ``dvc.yaml`` has no evaluate stage with a ``--per-query`` argument.
     """
-    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    args = shlex.split(stages.get("evaluate", {}).get("cmd", ""))
-    if "--per-query" not in args[:-1]:
-        raise IrtuneError(f"{root / 'dvc.yaml'}: the evaluate stage has no --per-query output")
-    return args[args.index("--per-query") + 1]
+    return stage_option(root / DVC_YAML, "evaluate", "--per-query")
 
 
 def load_per_query(name: str, root: Path = Path(".")) -> dict[str, dict[str, dict[str, float]]]:

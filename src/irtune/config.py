@@ -383,15 +383,87 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     return validate(raw, source=str(path))
 
 
-def flatten(cfg: Config) -> dict[str, Any]:
-    """Flatten the config to ``{"train.lr": 2e-05, ...}``, as logged to MLflow."""
+def flatten(cfg: Config | ScopedConfig) -> dict[str, Any]:
+    """Flatten the config to ``{"train.lr": 2e-05, ...}``, as logged to MLflow.
+
+    A :class:`ScopedConfig` flattens to the params it lets its stage read.
+    """
     from dataclasses import asdict
 
+    full, allows = (cfg._cfg, cfg.allows) if isinstance(cfg, ScopedConfig) else (cfg, None)
     out: dict[str, Any] = {}
-    for section, values in asdict(cfg).items():
+    for section, values in asdict(full).items():
         for key, value in values.items():
-            out[f"{section}.{key}"] = value
+            if allows is None or allows(f"{section}.{key}"):
+                out[f"{section}.{key}"] = value
     return out
+
+
+class ScopedConfig:
+    """A read-only view of a :class:`Config` through which a stage reads only the params that
+    ``dvc.yaml`` lists for it.
+
+    DVC reruns a stage when one of its listed params changes, and only then: a stage reading
+    a param it does not list would keep a stale output when that param changed. Each stage
+    reads its config through this view (:func:`irtune.pipeline.stage_config`), so such a
+    read fails at once with a :class:`ConfigError` naming the key and the stage, in tests
+    and in real runs alike.
+
+    Args:
+        cfg: The whole config.
+        keys: The listed params: sections (``"train"``) or keys (``"train.lr"``).
+        stage: The stage's name, for messages.
+    """
+
+    def __init__(self, cfg: Config, keys: list[str], stage: str):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "_keys", tuple(keys))
+        object.__setattr__(self, "_stage", stage)
+
+    def allows(self, key: str) -> bool:
+        """Whether the stage may read ``key`` (``"section.name"``)."""
+        return any(key == k or key.startswith(f"{k}.") for k in self._keys)
+
+    def __getattr__(self, section: str) -> Any:
+        values = getattr(object.__getattribute__(self, "_cfg"), section)  # AttributeError
+        return _SectionView(values, section, self)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the config is read-only")
+
+    def _refuse(self, key: str) -> ConfigError:
+        return ConfigError(
+            f"stage '{self._stage}' reads param '{key}', which dvc.yaml does not list in its "
+            "params: DVC would not rerun the stage when it changes"
+        )
+
+
+class _SectionView:
+    """One section of a :class:`ScopedConfig`: a field read checks the scope; a property or
+    method of the section runs against the view, so what it reads is checked too."""
+
+    def __init__(self, values: Any, name: str, scope: ScopedConfig):
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_scope", scope)
+
+    def __getattr__(self, key: str) -> Any:
+        from dataclasses import fields
+
+        values = object.__getattribute__(self, "_values")
+        if key in {f.name for f in fields(values)}:
+            scope = object.__getattribute__(self, "_scope")
+            dotted = f"{object.__getattribute__(self, '_name')}.{key}"
+            if not scope.allows(dotted):
+                raise scope._refuse(dotted)
+            return getattr(values, key)
+        attr = getattr(type(values), key)  # AttributeError for an unknown name
+        if isinstance(attr, property):
+            return attr.fget(self)
+        return attr.__get__(self) if hasattr(attr, "__get__") else attr
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the config is read-only")
 
 
 def _get(cfg: Config, dotted: str) -> Any:

@@ -10,11 +10,11 @@ import numpy as np
 from irtune.beir import Corpus, doc_text
 from irtune.errors import DataError
 from irtune.io import atomic_path
+from irtune.runs import DOC_IDS, read_doc_ids, write_doc_ids
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS = "embeddings.npy"
-DOC_IDS = "doc_ids.txt"
 
 
 def encode_corpus(model, corpus: Corpus, batch_size: int) -> np.ndarray:
@@ -69,14 +69,3 @@ def read_embeddings(in_dir: Path) -> tuple[np.ndarray, list[str]]:
             f"{path}: shape {embeddings.shape} does not match {len(doc_ids)} ids in {DOC_IDS}"
         )
     return embeddings, doc_ids
-
-
-def write_doc_ids(path: Path, doc_ids: list[str]) -> None:
-    path.write_text("".join(f"{did}\n" for did in doc_ids), encoding="utf-8")
-
-
-def read_doc_ids(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None

@@ -1,11 +1,17 @@
-"""IR metrics with trec_eval semantics (pytrec_eval): graded NDCG, recall, MRR, MAP."""
+"""IR metrics with trec_eval semantics (pytrec_eval): graded NDCG, recall, MRR, MAP; and
+the per-query comparison of a run with a baseline."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
 from irtune.beir import Qrels
-from irtune.config import EvaluateConfig
-from irtune.io import Run
-from irtune.rerank import top_candidates
+from irtune.config import Config, EvaluateConfig
+from irtune.runs import Run, cut
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
@@ -33,9 +39,7 @@ def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str,
     }
     measures = {f"ndcg_cut.{cfg.ndcg_k}", f"recall.{cfg.recall_k}", f"map_cut.{cfg.map_k}"}
     full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
-    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
-        top_candidates(run, cfg.mrr_k)
-    )
+    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut(run, cfg.mrr_k))
     metric_names = [*names.values(), f"mrr_at_{cfg.mrr_k}"]
     per_query: dict[str, dict[str, float]] = {}
     for qid in sorted(qrels):
@@ -90,4 +94,55 @@ def compare(
             "p_value": round(p, 6),
             "verdict": verdict,
         }
+    return out
+
+
+@dataclass
+class Evaluation:
+    """What the evaluate stage reports of the pipeline's runs."""
+
+    #: run name -> metric -> mean over the judged test queries (``metrics/eval.json``).
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: run name -> query id -> metric -> value.
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: Each run against the zero-shot baseline (``metrics/significance.json``); empty
+    #: without one.
+    significance: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_runs(
+    qrels: Qrels, runs: dict[str, Run], baseline: Run | None, cfg: Config
+) -> Evaluation:
+    """Score every run on ``qrels`` and compare each with the zero-shot ``baseline``.
+
+    A significant regression is logged as a warning, as loudly as a gain is reported.
+
+    Args:
+        qrels: The test judgements.
+        runs: The runs by name (``retrieve``, ``rerank``).
+        baseline: The zero-shot run; None skips the comparison.
+        cfg: The config (``evaluate`` cut-offs and alpha; ``model.base`` names the baseline).
+    """
+    out = Evaluation()
+    for name, run in runs.items():
+        out.metrics[name], out.per_query[name] = evaluate_run(qrels, run, cfg.evaluate)
+    if baseline is None:
+        return out
+    alpha = cfg.evaluate.alpha
+    _, zero_shot = evaluate_run(qrels, baseline, cfg.evaluate)
+    out.significance = {"baseline": f"zero-shot {cfg.model.base}", "alpha": alpha}
+    for name in runs:
+        out.significance[name] = compare(out.per_query[name], zero_shot, alpha)
+        for metric, result in out.significance[name].items():
+            if result["verdict"] != "no significant difference":
+                log.log(
+                    logging.WARNING if result["verdict"] == "worse" else logging.INFO,
+                    "%s %s is significantly %s than zero-shot: %.4f vs %.4f (p=%.4g)",
+                    name,
+                    metric,
+                    result["verdict"],
+                    result["value"],
+                    result["baseline"],
+                    result["p_value"],
+                )
     return out

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from irtune.config import IndexConfig
-from irtune.encode import DOC_IDS, read_doc_ids, write_doc_ids
 from irtune.errors import DataError
 from irtune.io import atomic_path
+from irtune.runs import DOC_IDS, read_doc_ids, write_doc_ids
 
 log = logging.getLogger(__name__)
 

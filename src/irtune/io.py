@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic outputs, JSON, TREC run files.
+"""Small file helpers shared by the stages: atomic outputs, JSON and JSON lines.
 
 Every stage writes through :func:`atomic_path`, so a killed or failing stage never leaves a
 plausible-looking half artifact behind: outputs appear whole or not at all.
@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from irtune.errors import DataError
-
-#: A run: query id -> doc id -> score.
-Run = dict[str, dict[str, float]]
 
 
 @contextlib.contextmanager
@@ -90,46 +87,28 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
 
 
-def write_trec_run(path: str | Path, run: Run, tag: str) -> None:
-    """Write a run as a TREC run file (``qid Q0 docid rank score tag``), best first.
-
-    Args:
-        path: Output file.
-        run: Scores per query.
-        tag: The run tag (last column).
-    """
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as JSON lines, one object a line, atomically."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        for qid in sorted(run):
-            ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
-            for rank, (docid, score) in enumerate(ranked, start=1):
-                fh.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
 
 
-def read_trec_run(path: str | Path) -> Run:
-    """Read a TREC run file.
-
-    Raises:
-        DataError: On a line that is not ``qid Q0 docid rank score tag``; names file and line.
-    """
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read JSON lines, naming the file and line of one that is not a JSON object."""
     path = Path(path)
-    run: Run = {}
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(f"{path}:{lineno}: expected 6 columns, got {len(parts)}")
-            qid, _, docid, _, score, _ = parts
-            try:
-                run.setdefault(qid, {})[docid] = float(score)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: score {score!r} is not a number") from None
-    return run
-
-
-def _open_text(path: Path):
+    rows = []
     try:
-        return path.open(encoding="utf-8")
+        fh = path.open(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    with fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            rows.append(row)
+    return rows

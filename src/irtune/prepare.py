@@ -18,15 +18,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import defaultdict
-from pathlib import Path
 
 from irtune.beir import BeirDataset, doc_text
 from irtune.config import MNRL_FAMILY, Config
-from irtune.io import atomic_path
+from irtune.dense import exact_search
+from irtune.errors import DataError
+from irtune.models import load_bi_encoder, load_cross_encoder
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,6 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
     import datasets
     from sentence_transformers.util import mine_hard_negatives
 
-    from irtune.train import load_bi_encoder
-
     model = load_bi_encoder(
         cfg.prepare.mine_model or cfg.model.base, trust_remote_code=cfg.model.trust_remote_code
     )
@@ -156,8 +154,6 @@ def cross_encoder_labels(
     """Cross-encoder scores of ``(query id, doc id)`` pairs, sigmoid-normalised to 0..1."""
     import torch
 
-    from irtune.rerank import load_cross_encoder
-
     model = load_cross_encoder(
         cfg.prepare.label_model or cfg.rerank.model,
         cfg.rerank.max_length,
@@ -175,9 +171,6 @@ def cross_encoder_labels(
 
 def base_model_top_k(queries: list[str], dataset: BeirDataset, cfg: Config) -> dict[str, list[str]]:
     """The base model's top ``prepare.label_top_k`` documents of each query id."""
-    from irtune.retrieve import exact_search
-    from irtune.train import load_bi_encoder
-
     model = load_bi_encoder(
         cfg.prepare.mine_model or cfg.model.base,
         trust_remote_code=cfg.model.trust_remote_code,
@@ -204,7 +197,22 @@ def build_rows(dataset: BeirDataset, cfg: Config) -> list[dict[str, str | float]
 
     Returns:
         Rows with the column names Sentence Transformers' losses expect, in a seeded order.
+
+    Raises:
+        DataError: If no row can be built (the train split has no positive pair, or no
+            pair keeps enough clean negatives), naming the dataset's folder.
     """
+    rows = _rows(dataset, cfg)
+    if not rows:
+        where = f"{dataset.root}: " if dataset.root else ""
+        raise DataError(
+            f"{where}no training rows (no usable positive pair in split "
+            f"'{cfg.dataset.train_split}')"
+        )
+    return rows
+
+
+def _rows(dataset: BeirDataset, cfg: Config) -> list[dict[str, str | float]]:
     rng = random.Random(cfg.prepare.seed)
     pairs = select_pairs(positive_pairs(dataset, cfg.dataset.train_split), cfg, rng)
     negatives: list[list[str]] = [[] for _ in pairs]
@@ -252,17 +260,3 @@ def build_rows(dataset: BeirDataset, cfg: Config) -> list[dict[str, str | float]
     return [
         {"sentence1": dataset.queries[q], "sentence2": text(d), "score": s} for q, d, s in scored
     ]
-
-
-def write_rows(rows: list[dict[str, str | float]], path: Path) -> None:
-    """Write training rows as JSON lines, atomically."""
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    log.info("Wrote %d training rows to %s", len(rows), path)
-
-
-def read_rows(path: Path) -> list[dict[str, str | float]]:
-    """Read the rows :func:`write_rows` wrote."""
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]

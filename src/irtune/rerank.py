@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from irtune.beir import Corpus, Queries, doc_text
-from irtune.errors import ConfigError
-from irtune.io import Run
+from irtune.beir import BeirDataset, Corpus, Queries, doc_text
+from irtune.config import Config
+from irtune.models import load_cross_encoder
+from irtune.runs import Run, cut
 
 log = logging.getLogger(__name__)
-
-
-def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bool = False):
-    """Load a CrossEncoder from the hub or a local folder.
-
-    Raises:
-        ConfigError: If a local folder holds no loadable model.
-    """
-    from sentence_transformers import CrossEncoder
-
-    try:
-        return CrossEncoder(
-            name_or_path, max_length=max_length, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
-
-
-def top_candidates(run: Run, top_k: int) -> Run:
-    """Keep each query's ``top_k`` best documents."""
-    return {
-        qid: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k])
-        for qid, docs in run.items()
-    }
 
 
 def rerank(model, run: Run, queries: Queries, corpus: Corpus, top_k: int, batch_size: int) -> Run:
@@ -42,7 +19,7 @@ def rerank(model, run: Run, queries: Queries, corpus: Corpus, top_k: int, batch_
     """
     import torch
 
-    candidates = top_candidates(run, top_k)
+    candidates = cut(run, top_k)
     pairs = [(qid, did) for qid, docs in candidates.items() for did in docs]
     log.info("Reranking %d (query, doc) pairs of %d queries", len(pairs), len(candidates))
     scores = model.predict(
@@ -56,3 +33,23 @@ def rerank(model, run: Run, queries: Queries, corpus: Corpus, top_k: int, batch_
     for (qid, did), score in zip(pairs, scores, strict=True):
         out.setdefault(qid, {})[did] = float(score)
     return out
+
+
+def rerank_run(run: Run, dataset: BeirDataset | None, cfg: Config) -> Run:
+    """The rerank stage: ``rerank.model`` rescoring ``run``'s top ``rerank.top_k``.
+
+    Args:
+        run: The retrieval run.
+        dataset: The queries and documents; may be None when ``rerank.top_k`` is 0.
+        cfg: The config; ``rerank.top_k`` 0 passes ``run`` through unchanged.
+    """
+    rc = cfg.rerank
+    if rc.top_k == 0:
+        log.info("rerank.top_k=0: passing the retrieval run through")
+        return run
+    if dataset is None:
+        raise ValueError("reranking needs the dataset's queries and documents")
+    model = load_cross_encoder(
+        rc.model, rc.max_length, trust_remote_code=cfg.rerank.trust_remote_code
+    )
+    return rerank(model, run, dataset.queries, dataset.corpus, rc.top_k, rc.batch_size)

@@ -1,5 +1,11 @@
 """What every stage script shares: argument parsing, logging, config loading, timing, and
-turning an :class:`~irtune.errors.IrtuneError` into one clear message and exit code 1."""
+turning an :class:`~irtune.errors.IrtuneError` into one clear message and exit code 1.
+
+A stage gets its config scoped to the params ``dvc.yaml`` lists for it
+(:func:`irtune.pipeline.stage_config`), and says which ``irtune`` it runs: ``dvc.yaml``
+runs every stage with ``PYTHONPATH=src``, so a queued experiment runs the library files of
+its own copy of the repository, the files its ``dvc.lock`` hashes.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from irtune.config import Config, load_config
+import irtune
+from irtune.config import Config, ScopedConfig, load_config
 from irtune.errors import IrtuneError
+from irtune.pipeline import DVC_YAML, stage_config
 
 log = logging.getLogger("irtune")
 
@@ -43,10 +51,11 @@ def setup_logging() -> None:
 def run_stage(
     name: str,
     parser: argparse.ArgumentParser,
-    main: Callable[[argparse.Namespace, Config], None],
+    main: Callable[[argparse.Namespace, Config | ScopedConfig], None],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """Parse arguments, load the config, run ``main`` and log its wall time.
+    """Parse arguments, load the config (scoped to the stage's params), run ``main`` and
+    log its wall time.
 
     Exits with status 1 and a one-line message (no traceback) on an IrtuneError or an
     OSError (disk full, permission denied).
@@ -54,8 +63,9 @@ def run_stage(
     setup_logging()
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    log.info("%s: irtune %s from %s", name, irtune.__version__, Path(irtune.__file__).parent)
     try:
-        cfg = load_config(args.params)
+        cfg = stage_config(load_config(args.params), name, args.params.parent / DVC_YAML)
         main(args, cfg)
     except IrtuneError as exc:
         log.error("%s failed: %s", name, exc)

@@ -18,19 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from irtune.config import Config, TrackingConfig, flatten
+from irtune.pipeline import repo_root
 
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "irtune.run_key"
-
-
-def repo_root() -> Path:
-    """The repository the pipeline belongs to.
-
-    Queued experiments run in a temporary copy of the repository; DVC points ``DVC_ROOT`` at
-    the original one, so their runs land in the same store as workspace runs.
-    """
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:

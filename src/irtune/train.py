@@ -9,7 +9,8 @@ curve without ever training twice.
 
 from __future__ import annotations
 
-import errno
+import hashlib
+import json
 import logging
 import re
 import shutil
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from irtune.beir import BeirDataset, doc_text
-from irtune.config import MNRL_FAMILY, Config
+from irtune.config import MNRL_FAMILY, Config, flatten
 from irtune.errors import ConfigError
-from irtune.io import atomic_path
+from irtune.models import load_bi_encoder, save_model
 
 log = logging.getLogger(__name__)
 
@@ -33,50 +34,30 @@ class TrainResult:
     summary: dict[str, float] = field(default_factory=dict)
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     dev_curve: list[dict[str, float]] = field(default_factory=list)
+    #: Seconds ``trainer.train()`` took (0 without training). Wall time varies from run to
+    #: run, so it stays out of :meth:`history`, which must be identical for identical runs.
+    loop_seconds: float = 0.0
+
+    def history(self) -> dict[str, Any]:
+        """The summary and the curves: the train stage's ``metrics/train.json``."""
+        return {
+            "summary": self.summary,
+            "loss_curve": self.loss_curve,
+            "dev_curve": self.dev_curve,
+        }
 
 
-def load_bi_encoder(
-    name_or_path: str,
-    trust_remote_code: bool = False,
-    max_seq_length: int = 0,
-    **kwargs: Any,
-):
-    """Load a SentenceTransformer from the hub or a local folder.
+def checkpoint_dir(root: Path, rows_path: Path, cfg: Config) -> Path:
+    """Where an experiment's checkpoints go: ``<root>/.irtune/checkpoints/<key>``.
 
-    Args:
-        name_or_path: Hub id or local folder.
-        trust_remote_code: Run code shipped with the model (off unless the config says so).
-        max_seq_length: Truncation to set; 0 keeps the model's own.
-        **kwargs: Passed to SentenceTransformer.
-
-    Raises:
-        ConfigError: If a local folder holds no loadable model.
+    The key hashes the training rows and every param ``cfg`` lets the stage read (the
+    stage's config is scoped to the params ``dvc.yaml`` lists for it): rerunning the same
+    experiment after a crash finds its checkpoints, and an experiment with other params
+    never resumes from another's.
     """
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
-    return model
-
-
-def save_model(model, out_dir: Path) -> None:
-    """Save a SentenceTransformer into ``out_dir``, atomically.
-
-    Raises:
-        OSError: If a file cannot be written (disk full...), naming ``out_dir``; safetensors
-            reports such errors as its own exception type, which would escape as a traceback.
-    """
-    from safetensors import SafetensorError
-
-    with atomic_path(out_dir) as tmp:
-        try:
-            model.save(str(tmp))
-        except SafetensorError as exc:
-            raise OSError(errno.EIO, f"cannot write the model: {exc}", str(out_dir)) from exc
+    digest = hashlib.sha256(rows_path.read_bytes())
+    digest.update(json.dumps(flatten(cfg), sort_keys=True).encode())
+    return root / ".irtune" / "checkpoints" / digest.hexdigest()[:16]
 
 
 def build_loss(cfg: Config, model):
@@ -143,7 +124,8 @@ def train(
     With ``train.checkpoint_steps`` > 0 the trainer checkpoints model, optimizer, scheduler,
     RNG and data position into ``work_dir`` every that many steps, and a rerun resumes from
     the last checkpoint there: the same LR schedule continues, it never restarts. The caller
-    gives each distinct experiment its own ``work_dir``.
+    gives each distinct experiment its own ``work_dir`` (:func:`checkpoint_dir`); a finished
+    run removes it, since nothing is left to resume.
 
     Args:
         rows: Training rows from the prepare stage.
@@ -227,6 +209,8 @@ def train(
     # 5. Save, then report what happened.
     save_model(model, out_dir)
     log.info("Saved the trained model to %s", out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
+    result.loop_seconds = seconds
     result.loss_curve, result.dev_curve = split_history(trainer.state.log_history)
     result.summary = {
         "epochs": cfg.train.epochs,

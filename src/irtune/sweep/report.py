@@ -18,6 +18,7 @@ from typing import Any
 
 from irtune.config import Config
 from irtune.errors import ConfigError
+from irtune.sweep.definition import load_sweep, sweep_config
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,6 @@ class Member:
     #: ``(epoch, dev NDCG)`` at each epoch end.
     dev_curve: list[tuple[float, float]] = field(default_factory=list)
     vs_baseline: dict[str, Any] = field(default_factory=dict)
-
-
-def sweep_config(name: str, root: Path = Path(".")) -> Config:
-    """The config every member of sweep ``name`` shares (its tracking store, baseline...)."""
-    from irtune.compose import compose
-    from irtune.config import load_config
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = compose([f"sweep={name}"], root=root, output=str(Path(tmp) / "params.yaml"))
-        return load_config(out)
 
 
 def axis_value(params: dict[str, str], axis: str) -> str:
@@ -151,7 +142,6 @@ def write_report(
     """
     from irtune.evaluate import compare
     from irtune.io import atomic_path
-    from irtune.sweep import load_sweep
 
     sweep = load_sweep(name, root)
     cfg = sweep_config(name, root)

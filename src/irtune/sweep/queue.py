@@ -1,16 +1,4 @@
-"""Named sweeps: ``conf/sweep/<name>.yaml`` -> queued DVC experiments -> one comparison report.
-
-A sweep file is a ``conf/sweep`` config group option. What it sets (a data subset, the
-MLflow experiment, ``sweep.name``...) is fixed for every member; its axes are Hydra sweep
-overrides under ``hydra.sweeper.params``, as in lightning-hydra-template's hparams_search
-configs. Hydra drops the ``hydra`` node when DVC composes ``params.yaml``, so the axes never
-reach a member's params; this module reads them and hands them to ``dvc exp run --queue -S``,
-which queues their product.
-
-Usage::
-
-    python -m irtune.sweep run losses [OVERRIDE ...] [--jobs N]   # make sweep SWEEP=losses
-    python -m irtune.sweep report losses [--sweep-id ID]           # make report SWEEP=losses
+"""Running a sweep: its members queued as DVC experiments, run by DVC's queue workers.
 
 ``run`` validates every member's config first, queues the members, starts DVC's queue
 workers, logs progress until every member has finished, and writes the report. A failed
@@ -19,105 +7,27 @@ member does not stop the others; it is reported, and the exit status is 1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from irtune.errors import ConfigError
+from irtune.sweep.definition import Sweep, load_sweep, members, validate_members
+from irtune.sweep.report import write_report
+from irtune.workspace import run_captured
 
 log = logging.getLogger(__name__)
 
-SWEEP_DIR = Path("conf") / "sweep"
 DONE = ("Success", "Failed")
 ORPHANED = "Orphaned"
 
 
-@dataclass
-class Sweep:
-    """A sweep file, read."""
-
-    name: str
-    path: Path
-    #: Hydra sweep override per key, in file order, e.g. ``{"loss": "mnrl,cosent"}``.
-    axes: dict[str, str]
-
-
-def load_sweep(name: str, root: Path = Path(".")) -> Sweep:
-    """Read ``conf/sweep/<name>.yaml`` and its axes.
-
-    Raises:
-        ConfigError: If the file is missing (the message lists the sweeps there are), has no
-            axes, or does not set ``sweep.name`` to its own name.
-    """
-    from omegaconf import OmegaConf
-
-    folder = root / SWEEP_DIR
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"{path}: no such sweep; there are: {', '.join(known) or 'none'}")
-    raw = OmegaConf.load(path)
-    axes = OmegaConf.select(raw, "hydra.sweeper.params", default=None)
-    if not axes:
-        raise ConfigError(f"{path}: 'hydra.sweeper.params' lists no axes to sweep")
-    if OmegaConf.select(raw, "sweep.name", default=None) != name:
-        raise ConfigError(f"{path}: 'sweep.name' must be {name!r}, the file's own name")
-    return Sweep(name=name, path=path, axes={str(k): str(v) for k, v in axes.items()})
-
-
-def members(sweep: Sweep, overrides: list[str]) -> list[list[str]]:
-    """Every member's overrides, in the order ``dvc exp run --queue`` queues them.
-
-    Args:
-        sweep: The sweep.
-        overrides: Overrides shared by every member (``sweep=<name>``, ``sweep.id=...`` and
-            the user's own, e.g. a local dataset).
-    """
-    from dvc.utils.hydra import get_hydra_sweeps
-
-    axes = [f"{key}={values}" for key, values in sweep.axes.items()]
-    return [m["params.yaml"] for m in get_hydra_sweeps({"params.yaml": overrides + axes})]
-
-
-def validate_members(all_overrides: list[list[str]], root: Path = Path(".")) -> None:
-    """Compose and validate every member's config before anything is queued, so a typo in an
-    axis fails in seconds rather than in the third member's train stage.
-
-    Raises:
-        ConfigError: Naming the member's overrides and the bad key.
-    """
-    from irtune.compose import compose
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for overrides in all_overrides:
-            try:
-                compose(overrides, root=root, output=str(Path(tmp) / "params.yaml"))
-            except ConfigError as exc:
-                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
-            except Exception as exc:  # Hydra's own errors: unknown group option, bad syntax
-                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
-
-
 def _dvc(*args: str) -> str:
-    # A file, not a pipe: `dvc queue start` forks workers that inherit its stdout, and
-    # reading a pipe would wait for the last of them to exit.
-    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as out:
-        proc = subprocess.run(
-            ["dvc", *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            check=False,
-        )  # fmt: skip
-        out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{text}")
-    return text
+    result = run_captured(["dvc", *args])
+    if result.returncode != 0:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{result.output}")
+    return result.output
 
 
 def queue_status() -> tuple[dict[str, str], int]:
@@ -226,8 +136,6 @@ def run(
     Returns:
         The exit status: 0 if every member succeeded, 1 otherwise.
     """
-    from irtune.report import write_report
-
     sweep = load_sweep(name, root)
     sweep_id = datetime.now(UTC).strftime("%m%d-%H%M%S")
     shared = [f"sweep={name}", f"sweep.id={sweep_id}", *overrides]
@@ -256,9 +164,7 @@ def run(
     # 4. Report: the table and plots, from the members' MLflow runs.
     failed = [n for n in names if final[n] in ("Failed", ORPHANED)]
     for member in failed:
-        tail = subprocess.run(
-            ["dvc", "queue", "logs", member], capture_output=True, text=True, check=False
-        ).stdout.splitlines()[-15:]
+        tail = run_captured(["dvc", "queue", "logs", member]).output.splitlines()[-15:]
         log.error(
             "Member %s failed; the end of `dvc queue logs %s`:\n%s", member, member, "\n".join(tail)
         )
@@ -268,36 +174,3 @@ def run(
         return 1
     log.info("All %d members succeeded; `make exps` shows them in DVC", len(names))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m irtune.sweep",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="queue, run and report a sweep")
-    p_run.add_argument("name")
-    p_run.add_argument("overrides", nargs="*", help="Hydra overrides for every member")
-    p_run.add_argument("--jobs", type=int, default=1, help="DVC queue workers")
-    p_run.add_argument("--poll", type=float, default=10.0, help="seconds between checks")
-    p_report = sub.add_parser("report", help="(re)write a sweep's report from MLflow")
-    p_report.add_argument("name")
-    p_report.add_argument("--sweep-id", default="", help="default: the latest run of the sweep")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            return run(args.name, args.overrides, jobs=args.jobs, poll_s=args.poll)
-        from irtune.report import write_report
-
-        write_report(args.name, args.sweep_id)
-        return 0
-    except (ConfigError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Loading and saving models: the bi-encoder, the cross-encoder, and the bi-encoder on a
+faster inference engine.
+
+Every stage that needs a model (train, encode, retrieve, rerank, baseline, and prepare's
+mining and labelling) loads it here, so a hub id and a local folder behave the same
+everywhere, ``trust_remote_code`` is always passed explicitly (off unless the config turns
+it on), and a folder without weights is one clear error rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+from irtune.errors import ConfigError
+from irtune.io import atomic_path
+
+
+def load_bi_encoder(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    max_seq_length: int = 0,
+    **kwargs: Any,
+):
+    """Load a SentenceTransformer from the hub or a local folder.
+
+    Args:
+        name_or_path: Hub id or local folder.
+        trust_remote_code: Run code shipped with the model (off unless the config says so).
+        max_seq_length: Truncation to set; 0 keeps the model's own.
+        **kwargs: Passed to SentenceTransformer.
+
+    Raises:
+        ConfigError: If a local folder holds no loadable model.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def load_encoder(
+    name_or_path: str,
+    backend: str = "torch",
+    precision: str = "fp32",
+    trust_remote_code: bool = False,
+    max_seq_length: int = 0,
+):
+    """Load a bi-encoder for inference on ``backend`` (see :func:`irtune.backends.use_backend`).
+
+    Args:
+        name_or_path: Hub id or local folder.
+        backend: ``torch``, ``onnx`` or ``openvino``.
+        precision: ``fp32``, or ``int8`` (onnx) / ``bf16`` (openvino).
+        trust_remote_code: Run code shipped with the model.
+        max_seq_length: Truncation to set; 0 keeps the model's own.
+
+    Raises:
+        ConfigError: If the model cannot be loaded, or the backend/precision pair is invalid.
+    """
+    from irtune.backends import use_backend
+    from irtune.config import check_backend
+
+    check_backend(backend, precision)
+    model = load_bi_encoder(
+        name_or_path, trust_remote_code=trust_remote_code, max_seq_length=max_seq_length
+    )
+    return use_backend(model, backend, precision)
+
+
+def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bool = False):
+    """Load a CrossEncoder from the hub or a local folder.
+
+    Raises:
+        ConfigError: If a local folder holds no loadable model.
+    """
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(
+            name_or_path, max_length=max_length, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
+
+
+def save_model(model, out_dir: Path) -> None:
+    """Save a SentenceTransformer into ``out_dir``, atomically.
+
+    Raises:
+        OSError: If a file cannot be written (disk full...), naming ``out_dir``; safetensors
+            reports such errors as its own exception type, which would escape as a traceback.
+    """
+    from safetensors import SafetensorError
+
+    with atomic_path(out_dir) as tmp:
+        try:
+            model.save(str(tmp))
+        except SafetensorError as exc:
+            raise OSError(errno.EIO, f"cannot write the model: {exc}", str(out_dir)) from exc

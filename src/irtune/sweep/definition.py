@@ -1,0 +1,96 @@
+"""A named sweep: ``conf/sweep/<name>.yaml``, read and expanded into its members.
+
+A sweep file is a ``conf/sweep`` config group option. What it sets (a data subset, the
+MLflow experiment, ``sweep.name``...) is fixed for every member; its axes are Hydra sweep
+overrides under ``hydra.sweeper.params``, as in lightning-hydra-template's hparams_search
+configs. Hydra drops the ``hydra`` node when DVC composes ``params.yaml``, so the axes never
+reach a member's params: :func:`load_sweep` reads them, and :func:`members` expands them as
+``dvc exp run --queue -S`` will.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from irtune.config import Config
+from irtune.errors import ConfigError
+
+SWEEP_DIR = Path("conf") / "sweep"
+
+
+@dataclass
+class Sweep:
+    """A sweep file, read."""
+
+    name: str
+    path: Path
+    #: Hydra sweep override per key, in file order, e.g. ``{"loss": "mnrl,cosent"}``.
+    axes: dict[str, str]
+
+
+def load_sweep(name: str, root: Path = Path(".")) -> Sweep:
+    """Read ``conf/sweep/<name>.yaml`` and its axes.
+
+    Raises:
+        ConfigError: If the file is missing (the message lists the sweeps there are), has no
+            axes, or does not set ``sweep.name`` to its own name.
+    """
+    from omegaconf import OmegaConf
+
+    folder = root / SWEEP_DIR
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"{path}: no such sweep; there are: {', '.join(known) or 'none'}")
+    raw = OmegaConf.load(path)
+    axes = OmegaConf.select(raw, "hydra.sweeper.params", default=None)
+    if not axes:
+        raise ConfigError(f"{path}: 'hydra.sweeper.params' lists no axes to sweep")
+    if OmegaConf.select(raw, "sweep.name", default=None) != name:
+        raise ConfigError(f"{path}: 'sweep.name' must be {name!r}, the file's own name")
+    return Sweep(name=name, path=path, axes={str(k): str(v) for k, v in axes.items()})
+
+
+def members(sweep: Sweep, overrides: list[str]) -> list[list[str]]:
+    """Every member's overrides, in the order ``dvc exp run --queue`` queues them.
+
+    Args:
+        sweep: The sweep.
+        overrides: Overrides shared by every member (``sweep=<name>``, ``sweep.id=...`` and
+            the user's own, e.g. a local dataset).
+    """
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    axes = [f"{key}={values}" for key, values in sweep.axes.items()]
+    return [m["params.yaml"] for m in get_hydra_sweeps({"params.yaml": overrides + axes})]
+
+
+def validate_members(all_overrides: list[list[str]], root: Path = Path(".")) -> None:
+    """Compose and validate every member's config before anything is queued, so a typo in an
+    axis fails in seconds rather than in the third member's train stage.
+
+    Raises:
+        ConfigError: Naming the member's overrides and the bad key.
+    """
+    from irtune.compose import compose
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for overrides in all_overrides:
+            try:
+                compose(overrides, root=root, output=str(Path(tmp) / "params.yaml"))
+            except ConfigError as exc:
+                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
+            except Exception as exc:  # Hydra's own errors: unknown group option, bad syntax
+                raise ConfigError(f"member {' '.join(overrides)}: {exc}") from None
+
+
+def sweep_config(name: str, root: Path = Path(".")) -> Config:
+    """The config every member of sweep ``name`` shares (its tracking store, baseline...)."""
+    from irtune.compose import compose
+    from irtune.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = compose([f"sweep={name}"], root=root, output=str(Path(tmp) / "params.yaml"))
+        return load_config(out)
