@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -338,6 +339,42 @@ def build_all(root: Path) -> dict[str, Path]:
         "bi_encoder": build_tiny_bi_encoder(root / "bi_encoder", texts),
         "cross_encoder": build_tiny_cross_encoder(root / "cross_encoder", texts),
     }
+
+
+def tiny_config(assets: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The config sections that point the pipeline at ``assets`` and shrink what costs time.
+
+    The one tiny config: tests write it into ``params.yaml`` (over the schema defaults) or
+    into ``conf/config.yaml`` (:func:`write_tiny_conf`) for DVC to compose.
+    """
+    return {
+        "dataset": {"name": "tiny", "source": str(assets["beir"])},
+        "model": {"base": str(assets["bi_encoder"])},
+        # 72 train pairs / batch 8 = 9 steps an epoch: log the loss every 2 so it is a curve.
+        "train": {"max_seq_length": 64, "batch_size": 8, "epochs": 1, "logging_steps": 2},
+        "encode": {"batch_size": 16},
+        "retrieve": {"top_k": 20},
+        "rerank": {
+            "model": str(assets["cross_encoder"]),
+            "max_length": 128,
+            "batch_size": 16,
+            "top_k": 20,
+        },
+    }
+
+
+def write_tiny_conf(config: Path, assets: dict[str, Path], **sections: dict[str, Any]) -> None:
+    """Update the Hydra config ``config`` (a copy's ``conf/config.yaml``) with
+    :func:`tiny_config`, then with ``sections``, keeping its defaults list."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    if "defaults" not in cfg:
+        raise ValueError(f"{config} has no Hydra defaults list: {cfg}")
+    for overrides in (tiny_config(assets), sections):
+        for name, values in overrides.items():
+            cfg[name].update(values)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
 
 if __name__ == "__main__":
