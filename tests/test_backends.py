@@ -3,14 +3,12 @@ use the configured engine for documents and queries, and bad values fail naming 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from stage_helpers import default_params, run_stage_cli
+from harness import StageWorkspace, tiny_params
 
 from irtune.backends import RuntimeTransformer
 from irtune.config import ENCODE_PRECISIONS, validate
@@ -106,37 +104,25 @@ def test_load_encoder_checks_the_pair(tiny_bi_encoder: Path) -> None:
 
 
 def test_stages_embed_documents_and_queries_with_the_backend(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path
+    tmp_path: Path, tiny_assets: dict[str, Path]
 ) -> None:
     """encode, index and retrieve on the onnx int8 backend give the torch pipeline's ranking."""
     _runtime("onnx")
     runs = {}
     for backend, precision in (("torch", "fp32"), ("onnx", "int8")):
-        root = tmp_path / backend
-        root.mkdir()
-        params = default_params(
-            dataset={"name": "tiny", "source": str(tiny_beir)},
+        params = tiny_params(
+            tiny_assets,
             encode={"batch_size": 16, "backend": backend, "precision": precision},
             retrieve={"top_k": 5},
         )
-        (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-        with contextlib.chdir(root):
-            run_stage_cli(
-                "encode",
-                ["--data", str(tiny_beir), "--model", str(tiny_bi_encoder), "--out", "emb"],
-            )
-            run_stage_cli("index", ["--embeddings", "emb", "--out", "index"])
-            run_stage_cli(
-                "retrieve",
-                [
-                    *("--data", str(tiny_beir), "--model", str(tiny_bi_encoder)),
-                    *("--index", "index", "--out", "run.trec", "--metrics", "retrieve.json"),
-                ],
-            )
-        runs[backend] = read_trec_run(root / "run.trec")
-        assert json.loads((root / "retrieve.json").read_text())["mode"] == "dense"
-    torch_emb, ids = read_embeddings(tmp_path / "torch" / "emb")
-    onnx_emb, onnx_ids = read_embeddings(tmp_path / "onnx" / "emb")
+        ws = StageWorkspace(tmp_path / backend, params, tiny_assets)
+        ws.raw()
+        ws.model()
+        ws.run_all(["encode", "index", "retrieve"])
+        runs[backend] = read_trec_run(ws.path("data/runs/retrieve.trec"))
+        assert json.loads(ws.path("metrics/retrieve.json").read_text())["mode"] == "dense"
+    torch_emb, ids = read_embeddings(tmp_path / "torch" / "data" / "embeddings")
+    onnx_emb, onnx_ids = read_embeddings(tmp_path / "onnx" / "data" / "embeddings")
     assert ids == onnx_ids
     assert np.sum(torch_emb * onnx_emb, axis=1).min() > MIN_COSINE["int8"]
     assert runs["torch"].keys() == runs["onnx"].keys()

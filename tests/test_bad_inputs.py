@@ -28,97 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from stage_helpers import append_line as _append_line
-from stage_helpers import (
-    declared_outputs,
-    load_stage,
-    resolve,
-    stage_argv,
-    tiny_params,
-    write_params,
-)
-from stage_helpers import lines as _lines
-from stage_helpers import set_line as _set_line
+from harness import StageWorkspace, declared_outputs, tiny_params
+from harness import append_line as _append_line
+from harness import lines as _lines
+from harness import set_line as _set_line
 
-from irtune.beir import find_file, read_beir, read_corpus
-from irtune.config import IndexConfig
-from irtune.encode import write_embeddings
-from irtune.index import build_index, write_index
-from irtune.runs import read_trec_run, write_trec_run
-from irtune.stage import run_stage
+from irtune.beir import read_beir
+from irtune.runs import read_trec_run
 
 #: Weight files a saved model folder holds; a folder without them cannot be loaded.
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
-class Workspace:
+class Workspace(StageWorkspace):
     """A throwaway pipeline workspace (the cwd of the stage) plus helpers to build inputs."""
 
     def __init__(self, tmp_path: Path, assets: dict[str, Path]) -> None:
+        params = tiny_params(assets, rerank={"top_k": 5}, tracking={"enabled": False})
+        super().__init__(tmp_path / "ws", params, assets)
         self.tmp = tmp_path
-        self.root = tmp_path / "ws"
-        self.root.mkdir()
-        self.assets = assets
-        self.params = tiny_params(
-            assets["beir"],
-            assets["bi_encoder"],
-            assets["cross_encoder"],
-            rerank={"top_k": 5},
-            tracking={"enabled": False},
-        )
-        self.doc_ids = list(read_corpus(find_file(assets["beir"], "corpus.jsonl")))
-
-    def rel(self, path: str) -> Path:
-        """A dvc.yaml path (``data/raw/${dataset.name}``) inside the workspace."""
-        return self.root / resolve(path, self.params)
 
     def source(self) -> Path:
         """An editable copy of the tiny dataset outside the workspace, as dataset.source."""
         src = Path(shutil.copytree(self.assets["beir"], self.tmp / "source"))
         self.params["dataset"]["source"] = str(src)
         return src
-
-    def raw(self) -> Path:
-        """The tiny dataset where download would have put it."""
-        return Path(shutil.copytree(self.assets["beir"], self.rel("data/raw/${dataset.name}")))
-
-    def model(self) -> Path:
-        """The tiny bi-encoder where train would have put it (32 dimensions)."""
-        return Path(shutil.copytree(self.assets["bi_encoder"], self.rel("data/model")))
-
-    def rows(self) -> Path:
-        """A few MNRL training rows where prepare would have put them."""
-        path = self.rel("data/prepared/train.jsonl")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"anchor": f"query {i}", "positive": f"document {i}"} for i in range(8)]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        return path
-
-    def embeddings(self, dim: int = 32) -> Path:
-        """Random unit vectors for every doc where encode would have put them."""
-        emb = np.random.default_rng(0).normal(size=(len(self.doc_ids), dim)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        out = self.rel("data/embeddings")
-        write_embeddings(emb, self.doc_ids, out)
-        return out
-
-    def index(self, dim: int = 32) -> Path:
-        """A flat index of ``dim``-dimensional vectors where index would have put it."""
-        emb = np.random.default_rng(1).normal(size=(len(self.doc_ids), dim)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        out = self.rel("data/index")
-        write_index(build_index(emb, IndexConfig(type="flat")), self.doc_ids, out)
-        return out
-
-    def retrieve_run(self) -> Path:
-        """A retrieval run over the test queries where retrieve would have put it."""
-        qrels = read_beir(self.assets["beir"], ["test"]).qrels["test"]
-        run = {q: {d: 1.0 / (r + 1) for r, d in enumerate(self.doc_ids[:10])} for q in qrels}
-        path = self.rel("data/runs/retrieve.trec")
-        write_trec_run(path, run, tag="test")
-        return path
 
     def without_weights(self, asset: str) -> Path:
         """A copy of a tiny model folder with its weight files removed."""
@@ -317,6 +252,14 @@ def _index_write_fails_half_way(ws: Workspace) -> tuple[str, str]:
     return "data/index:", "File too large"
 
 
+def _train_split_without_positives(ws: Workspace) -> tuple[str, str]:
+    raw = ws.raw()
+    train = raw / "qrels" / "train.tsv"
+    header, *rows = _lines(train)
+    train.write_text("\n".join([header, *(r.rsplit("\t", 1)[0] + "\t0" for r in rows)]) + "\n")
+    return "data/raw/tiny:", "no training rows (no usable positive pair in split 'train')"
+
+
 def _model_write_fails_half_way(ws: Workspace) -> tuple[str, str]:
     ws.raw()
     ws.rows()
@@ -338,6 +281,7 @@ CASES = [
     Bad("empty-corpus", "download", _empty_corpus),
     Bad("source-missing", "download", _source_missing),
     Bad("source-not-beir", "download", _source_not_beir),
+    Bad("train-split-without-positives", "prepare", _train_split_without_positives),
     Bad("unknown-loss", "train", _unknown_loss),
     Bad("unknown-config-key", "train", _unknown_key),
     Bad("config-key-wrong-type", "train", _wrong_type),
@@ -418,16 +362,14 @@ def test_bad_input_fails_cleanly(
     """The stage exits 1 with one one-line ERROR naming where and what, and changes nothing
     in the workspace: no output appears and a previous output stays byte for byte."""
     where, what = case.setup(ws)
-    write_params(ws.root, ws.params)
+    ws.write_params()
     if previous:
         assert _plant_previous_outputs(ws, case.stage), "nothing to plant"
-    module = load_stage(case.stage)
-    parser, argv = module.build_parser(), stage_argv(case.stage, ws.params)
     before = _snapshot(ws.root)
 
     caplog.clear()
-    with contextlib.chdir(ws.root), pytest.raises(SystemExit) as exit_info, case.during():
-        run_stage(case.stage, parser, module.main, argv)
+    with pytest.raises(SystemExit) as exit_info, case.during():
+        ws.run(case.stage)
 
     assert exit_info.value.code == 1, f"exit status {exit_info.value.code}, expected 1"
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -453,19 +395,17 @@ def test_top_k_larger_than_corpus_is_clamped(
     ws.model()
     ws.index()
     ws.params["retrieve"]["top_k"] = 1000
-    write_params(ws.root, ws.params)
+    ws.write_params()
 
     caplog.clear()
-    with contextlib.chdir(ws.root):
-        module = load_stage("retrieve")
-        run_stage("retrieve", module.build_parser(), module.main, stage_argv("retrieve", ws.params))
+    ws.run("retrieve")
 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     clamped = [w for w in warnings if "retrieve.top_k" in w]
     assert len(clamped) == 1, f"expected one warning about retrieve.top_k, got {warnings}"
     assert "1000" in clamped[0] and str(len(ws.doc_ids)) in clamped[0], clamped[0]
-    run = read_trec_run(ws.rel("data/runs/retrieve.trec"))
+    run = read_trec_run(ws.path("data/runs/retrieve.trec"))
     test_qids = read_beir(ws.assets["beir"], ["test"]).qrels["test"].keys()
     assert run.keys() == test_qids
     for qid, docs in run.items():

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from stage_helpers import append_line as _append_line
-from stage_helpers import lines as _lines
-from stage_helpers import set_line as _set_line
+from harness import append_line as _append_line
+from harness import lines as _lines
+from harness import set_line as _set_line
 
 from irtune.beir import BeirDataset, read_beir, stats, write_beir
 from irtune.errors import DataError

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import STAGES, StageWorkspace, tiny_params
 from safetensors.torch import load_file
-from stage_helpers import STAGES, run_pipeline, tiny_params
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -28,26 +28,17 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def two_runs(
-    tmp_path_factory: pytest.TempPathFactory,
-    tiny_beir: Path,
-    tiny_bi_encoder: Path,
-    tiny_cross_encoder: Path,
+    tmp_path_factory: pytest.TempPathFactory, tiny_assets: dict[str, Path]
 ) -> tuple[Path, Path]:
     """The pipeline run twice, with the same params, in two fresh workspaces."""
     assert STAGES[0] == "download" and STAGES[-1] == "evaluate", STAGES
-    params = tiny_params(
-        tiny_beir,
-        tiny_bi_encoder,
-        tiny_cross_encoder,
-        train={"epochs": 1, "seed": 42},
-        tracking={"enabled": False},
-    )
+    params = tiny_params(tiny_assets, train={"epochs": 1, "seed": 42}, tracking={"enabled": False})
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("DVC_ROOT", raising=False)  # each workspace is its own repository root
         roots = []
         for name in ("first", "second"):
             root = tmp_path_factory.mktemp(name)
-            run_pipeline(root, params)
+            StageWorkspace(root, params).run_all()
             roots.append(root)
     return roots[0], roots[1]
 

@@ -10,104 +10,72 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import yaml
+from harness import StageWorkspace, tiny_params
 from safetensors.numpy import load_file
 
-from irtune.config import Config
+from irtune.workspace import clean_env
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _workspace(root: Path, tiny_beir: Path, tiny_bi_encoder: Path, **train) -> Path:
-    """A folder with params.yaml and the prepared rows, ready for stages/train.py."""
-    root.mkdir()
-    params = asdict(Config())
-    params["model"]["base"] = str(tiny_bi_encoder)
-    params["train"].update(
-        {
-            "epochs": 2,
-            "batch_size": 4,
-            "max_seq_length": 32,
-            "eval_dev": False,
-            "checkpoint_steps": 2,
-            "logging_steps": 1,
-        }
-        | train
-    )
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    _stage(
-        root,
-        "prepare",
-        "--data",
-        str(tiny_beir),
-        "--out",
-        "rows.jsonl",
-        "--metrics",
-        "prepare.json",
-    )
-    return root
+#: Two epochs of 18 steps, a checkpoint every 2: a kill lands mid-schedule.
+TRAIN = {
+    "epochs": 2,
+    "batch_size": 4,
+    "max_seq_length": 32,
+    "eval_dev": False,
+    "checkpoint_steps": 2,
+    "logging_steps": 1,
+}
 
 
-def _cmd(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(REPO / "stages" / f"{name}.py"), *args]
+def _workspace(root: Path, assets: dict[str, Path]) -> StageWorkspace:
+    """A workspace with the dataset and its prepared rows, ready for the train stage."""
+    ws = StageWorkspace(root, tiny_params(assets, train=TRAIN), assets)
+    ws.link_code()
+    ws.raw()
+    ws.write_params()
+    _stage(ws, "prepare")
+    return ws
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"}
-    return env | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return clean_env(Path(sys.executable).parent, PYTHONUNBUFFERED="1")
 
 
-def _stage(root: Path, name: str, *args: str) -> str:
+def _stage(ws: StageWorkspace, name: str) -> str:
+    """Run stage ``name`` as DVC does (dvc.yaml's command, in a shell); return its log."""
     out = subprocess.run(
-        _cmd(name, *args), cwd=root, env=_env(), capture_output=True, text=True, timeout=600
+        ws.shell(name), cwd=ws.root, env=_env(), capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stderr
 
 
-TRAIN_ARGS = (
-    "--data",
-    "{beir}",
-    "--rows",
-    "rows.jsonl",
-    "--out",
-    "model",
-    "--history",
-    "train.json",
-)
+def _checkpoints(ws: StageWorkspace) -> list[Path]:
+    return sorted((ws.root / ".irtune" / "checkpoints").glob("*/checkpoint-*"))
 
 
-def _train_args(tiny_beir: Path) -> list[str]:
-    return [a.format(beir=tiny_beir) for a in TRAIN_ARGS]
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    return sorted((root / ".irtune" / "checkpoints").glob("*/checkpoint-*"))
-
-
-def _weights(root: Path) -> dict:
-    return load_file(str(root / "model" / "model.safetensors"))
+def _weights(ws: StageWorkspace) -> dict:
+    return load_file(str(ws.path("data/model") / "model.safetensors"))
 
 
 @pytest.mark.e2e
 def test_killed_training_resumes_on_the_same_schedule(
-    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path
+    tmp_path: Path, tiny_assets: dict[str, Path]
 ) -> None:
     """SIGKILL after a checkpoint, rerun: same weights, same loss and LR curves."""
-    whole = _workspace(tmp_path / "whole", tiny_beir, tiny_bi_encoder)
-    _stage(whole, "train", *_train_args(tiny_beir))
+    whole = _workspace(tmp_path / "whole", tiny_assets)
+    _stage(whole, "train")
 
-    killed = _workspace(tmp_path / "killed", tiny_beir, tiny_bi_encoder)
+    killed = _workspace(tmp_path / "killed", tiny_assets)
     proc = subprocess.Popen(
-        _cmd("train", *_train_args(tiny_beir)),
-        cwd=killed,
+        killed.shell("train"),
+        cwd=killed.root,
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # the shell and its python: killed together
     )
     deadline = time.monotonic() + 300
     # Kill once a checkpoint past the first is complete (its trainer_state.json is written
@@ -119,21 +87,20 @@ def test_killed_training_resumes_on_the_same_schedule(
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "model").exists(), "a killed stage must leave no model behind"
+    assert not killed.path("data/model").exists(), "a killed stage must leave no model behind"
     assert _checkpoints(killed), "the checkpoint survives the kill"
 
     # Another experiment (another lr) in the same workspace starts from scratch and leaves
     # the interrupted one's checkpoint alone.
     left = _checkpoints(killed)
-    other = yaml.safe_load((killed / "params.yaml").read_text())
-    original = (killed / "params.yaml").read_text()
-    other["train"]["lr"] = 1e-4
-    (killed / "params.yaml").write_text(yaml.safe_dump(other))
-    assert "Resuming" not in _stage(killed, "train", *_train_args(tiny_beir))
+    killed.params["train"]["lr"] = 1e-4
+    killed.write_params()
+    assert "Resuming" not in _stage(killed, "train")
     assert _checkpoints(killed) == left
-    (killed / "params.yaml").write_text(original)
+    killed.params["train"]["lr"] = tiny_params(tiny_assets)["train"]["lr"]
+    killed.write_params()
 
     # A kill can also land while a checkpoint is being written: the trainer writes
     # trainer_state.json last, so such a folder lacks it. Make sure one is there.
@@ -141,7 +108,7 @@ def test_killed_training_resumes_on_the_same_schedule(
     torn.mkdir(exist_ok=True)
     (torn / "model.safetensors").write_bytes(b"half a file")
 
-    log = _stage(killed, "train", *_train_args(tiny_beir))
+    log = _stage(killed, "train")
     assert "Resuming the interrupted schedule" in log
     assert "killed while saving" in log
     assert not _checkpoints(killed), "a finished run removes its checkpoints"
@@ -150,8 +117,8 @@ def test_killed_training_resumes_on_the_same_schedule(
     assert ours.keys() == reference.keys()
     for name in reference:
         assert (ours[name] == reference[name]).all(), f"{name} differs after resuming"
-    history = json.loads((killed / "train.json").read_text())
-    expected = json.loads((whole / "train.json").read_text())
+    history = json.loads(killed.path("metrics/train.json").read_text())
+    expected = json.loads(whole.path("metrics/train.json").read_text())
     assert history["loss_curve"] == expected["loss_curve"]
     assert history["summary"]["steps"] == expected["summary"]["steps"]
 

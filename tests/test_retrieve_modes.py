@@ -133,12 +133,11 @@ GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 def test_wsum_weight_chosen_on_dev_favours_the_good_run() -> None:
     """With a useless dense run the chosen dense weight is low; with useless BM25, high."""
     qrels, good, useless = _constructed_runs()
-    cfg = EvaluateConfig()
-    low = choose_fusion(useless, good, qrels, "wsum", GRID, top_k=10, eval_cfg=cfg)
+    low = choose_fusion(useless, good, qrels, "wsum", GRID, top_k=10, ndcg_k=10)
     assert low.param in GRID and low.param < 0.5
     assert low.param_name == "dense_weight"
     assert low.dev == {"dense": 0.0, "bm25": 1.0, "fused": 1.0}
-    high = choose_fusion(good, useless, qrels, "wsum", GRID, top_k=10, eval_cfg=cfg)
+    high = choose_fusion(good, useless, qrels, "wsum", GRID, top_k=10, ndcg_k=10)
     assert high.param in GRID and high.param > 0.5
     assert high.dev == {"dense": 1.0, "bm25": 0.0, "fused": 1.0}
     # Every grid value was scored, and the choice is the best of them (first on ties).
@@ -154,11 +153,10 @@ def test_fusion_choice_uses_only_the_qrels_it_is_given() -> None:
     test = {"q0": {"s": 1}, "q1": {"s": 1}}
     dense = {q: {"d": 1.0, "n": 0.5} for q in dev}
     sparse = {q: {"s": 9.0, "m": 3.0} for q in dev}
-    cfg = EvaluateConfig()
     # No 0.5 in the grid: there "d" and "s" would tie, and ties are trec_eval's to break.
     grid = [0.2, 0.4, 0.6, 0.8]
-    on_dev = choose_fusion(dense, sparse, dev, "wsum", grid, top_k=10, eval_cfg=cfg)
-    on_test = choose_fusion(dense, sparse, test, "wsum", grid, top_k=10, eval_cfg=cfg)
+    on_dev = choose_fusion(dense, sparse, dev, "wsum", grid, top_k=10, ndcg_k=10)
+    on_test = choose_fusion(dense, sparse, test, "wsum", grid, top_k=10, ndcg_k=10)
     assert (on_dev.param, on_test.param) == (0.6, 0.2)
 
 
@@ -172,7 +170,7 @@ def test_rrf_k_chosen_on_dev() -> None:
     qrels = {f"q{i}": {"rel": 1} for i in range(3)}
     dense = {q: {"a": 4.0, "x1": 3.0, "x2": 2.0, "rel": 1.0} for q in qrels}
     sparse = {q: {"b": 4.0, "y1": 3.0, "y2": 2.0, "rel": 1.0} for q in qrels}
-    choice = choose_fusion(dense, sparse, qrels, "rrf", [1, 60], 10, EvaluateConfig())
+    choice = choose_fusion(dense, sparse, qrels, "rrf", [1, 60], 10, 10)
     assert choice.param_name == "rrf_k"
     assert choice.param == 60
     assert choice.grid["60"] == 1.0 > choice.grid["1"]
@@ -183,7 +181,7 @@ def test_rrf_k_chosen_on_dev() -> None:
 def test_empty_grid_is_rejected() -> None:
     qrels, good, useless = _constructed_runs()
     with pytest.raises(ValueError, match="grid"):
-        choose_fusion(good, useless, qrels, "wsum", [], 10, EvaluateConfig())
+        choose_fusion(good, useless, qrels, "wsum", [], 10, 10)
 
 
 # --- dense pseudo-relevance feedback ----------------------------------------------------------
@@ -272,12 +270,12 @@ def test_prf_chosen_on_dev_only_when_it_helps(relevant: str, expected: tuple, ke
     assert (list(plain), list(moved)) == (["d1", "d3", "d2"], ["d1", "d2", "d3"])
 
     qrels = {"q": {relevant: 1}}
-    choice = choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, EvaluateConfig())
+    choice = choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, 10)
     assert (choice.k, choice.beta) == expected
     assert list(choice.grid) == ["k=0", "k=1,beta=0.5", "k=1,beta=2"]
     assert choice.grid[key] == max(choice.grid.values())
     with pytest.raises(ValueError, match="grid"):
-        choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, [], 3, EvaluateConfig())
+        choose_prf(index, PRF_IDS, ["q"], PRF_QUERY, qrels, [], 3, 10)
 
 
 def test_prf_from_a_first_pass_that_finds_what_dense_misses() -> None:
@@ -286,7 +284,7 @@ def test_prf_from_a_first_pass_that_finds_what_dense_misses() -> None:
     feedback lift d3, and dev chooses it. The scored run can be a combination (a fusion)."""
     index, grid = _flat(PRF_DOCS), [(0, 0.0), (1, 2.0)]
     qrels = {"q": {"d3": 1}}
-    args = (index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, EvaluateConfig())
+    args = (index, PRF_IDS, ["q"], PRF_QUERY, qrels, grid, 3, 10)
     assert choose_prf(*args).k == 0
     first_pass = {"q": {"d3": 1.0, "d1": 0.5}}
     chosen = choose_prf(*args, first_pass=first_pass)
@@ -399,7 +397,7 @@ def test_stage_hybrid_writes_the_dev_choice(
         for name, qs in (("dev", dev_q), ("test", test_q))
     }  # fmt: skip
     choice = choose_fusion(*runs["dev"], dataset.qrels["dev"], "wsum", [0.2, 0.5, 0.8], top_k,
-                           EvaluateConfig())  # fmt: skip
+                           10)  # fmt: skip
     assert metrics["dense_weight"] == choice.param
     assert metrics["dev_ndcg_at_10"] == choice.dev
     expected = fuse(*runs["test"], "wsum", choice.param, top_k)
@@ -434,9 +432,7 @@ def test_stage_dense_feedback_is_chosen_on_dev(
     dev_q, test_q = dataset.split_queries("dev"), dataset.split_queries("test")
     dev_emb = encode_queries(model, dev_q, 64)
     grid = prf_grid(ks, betas)
-    choice = choose_prf(
-        index, doc_ids, list(dev_q), dev_emb, dataset.qrels["dev"], grid, top_k, EvaluateConfig()
-    )
+    choice = choose_prf(index, doc_ids, list(dev_q), dev_emb, dataset.qrels["dev"], grid, top_k, 10)
     assert (metrics["prf_k"], metrics["prf_beta"]) == (choice.k, choice.beta)
     assert metrics["dev_ndcg_at_10_prf_grid"] == pytest.approx(choice.grid, abs=1e-6)
     emb = rocchio(index, encode_queries(model, test_q, 64), choice.k, choice.beta)
@@ -466,7 +462,7 @@ def test_stage_hybrid_feedback_comes_from_the_fused_first_pass(
 
     index, doc_ids = read_index(tiny_index)
     queries = {**dataset.split_queries("dev"), **dataset.split_queries("test")}
-    qids, dev_qrels, cfg = list(queries), dataset.qrels["dev"], EvaluateConfig()
+    qids, dev_qrels, cfg = list(queries), dataset.qrels["dev"], 10
     dev, test = list(dev_qrels), list(dataset.qrels["test"])
     emb = encode_queries(model, queries, 64)
     dense = search(index, doc_ids, qids, emb, top_k)

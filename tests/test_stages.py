@@ -1,5 +1,5 @@
 """Every stage script, run in-process through its CLI with dvc.yaml's own command lines, in
-dvc.yaml's order, on the tiny assets; then stages failing on bad input.
+dvc.yaml's order, on the tiny assets (bad inputs: test_bad_inputs.py).
 
 The stages run in a temporary workspace with a params.yaml built from the schema defaults
 and overridden for the tiny assets, so this is the pipeline ``dvc repro`` runs, minus DVC.
@@ -7,21 +7,14 @@ and overridden for the tiny assets, so this is the pipeline ``dvc repro`` runs, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
-import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from stage_helpers import default_params as _params
-from stage_helpers import resolve as _resolve
-from stage_helpers import run_stage_cli as _run
+from harness import DVC_STAGES, STAGES, StageWorkspace, paths, tiny_params
 
 from irtune.beir import read_beir, stats
 from irtune.config import EvaluateConfig
@@ -30,67 +23,38 @@ from irtune.index import read_index
 from irtune.models import load_bi_encoder
 from irtune.runs import read_trec_run
 
-REPO = Path(__file__).resolve().parents[1]
-#: dvc.yaml's stages, in file order (test_contract pins that order).
-STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
 METRICS = {"ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_100"}
 TOP_K = 20
 
 
-def _paths(entries: list) -> list[str]:
-    """Paths of a dvc.yaml outs/metrics/deps list (entries are strings or one-key dicts)."""
-    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-
-
-@pytest.fixture(scope="module")
-def dvc_stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-
-
 @pytest.fixture(scope="module")
 def pipeline(
-    tmp_path_factory: pytest.TempPathFactory,
-    dvc_stages: dict[str, dict],
-    tiny_beir: Path,
-    tiny_bi_encoder: Path,
-    tiny_cross_encoder: Path,
-) -> dict[str, Any]:
-    """Run every stage in a fresh workspace; return where and with what params."""
+    tmp_path_factory: pytest.TempPathFactory, tiny_assets: dict[str, Path]
+) -> StageWorkspace:
+    """Run every stage in a fresh workspace."""
     root = tmp_path_factory.mktemp("workspace")
-    params = _params(
-        dataset={"name": "tiny", "source": str(tiny_beir)},
-        model={"base": str(tiny_bi_encoder)},
-        train={"max_seq_length": 64, "batch_size": 8, "logging_steps": 2},
-        encode={"batch_size": 32},
+    params = tiny_params(
+        tiny_assets,
         retrieve={"top_k": TOP_K},
-        rerank={"model": str(tiny_cross_encoder), "max_length": 128, "batch_size": 16},
         tracking={"uri": f"sqlite:///{root / 'mlflow.db'}"},
     )
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    with contextlib.chdir(root):
-        for name in STAGES:
-            argv = shlex.split(_resolve(dvc_stages[name]["cmd"], params))
-            assert argv[:2] == ["python", f"stages/{name}.py"]
-            _run(name, argv[2:])
-    return {"root": root, "params": params}
+    ws = StageWorkspace(root, params)
+    ws.run_all()
+    return ws
 
 
-def _file(pipeline: dict[str, Any], rel: str) -> Path:
-    return pipeline["root"] / _resolve(rel, pipeline["params"])
-
-
-def _json(pipeline: dict[str, Any], rel: str) -> Any:
-    return json.loads(_file(pipeline, rel).read_text(encoding="utf-8"))
+def _json(pipeline: StageWorkspace, rel: str) -> Any:
+    return json.loads(pipeline.path(rel).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_declared_outputs_exist(pipeline: dict[str, Any], dvc_stages: dict, name: str) -> None:
+def test_declared_outputs_exist(pipeline: StageWorkspace, name: str) -> None:
     """Every out and metrics file dvc.yaml declares for the stage was written, non-empty."""
-    stage = dvc_stages[name]
-    declared = _paths(stage.get("outs", [])) + _paths(stage.get("metrics", []))
+    stage = DVC_STAGES[name]
+    declared = paths(stage.get("outs")) + paths(stage.get("metrics"))
     assert declared
     for rel in declared:
-        path = _file(pipeline, rel)
+        path = pipeline.path(rel)
         assert path.exists(), rel
         if path.is_dir():
             assert any(path.iterdir()), rel
@@ -98,24 +62,24 @@ def test_declared_outputs_exist(pipeline: dict[str, Any], dvc_stages: dict, name
             assert path.stat().st_size > 0, rel
 
 
-def test_no_temporary_files_left(pipeline: dict[str, Any]) -> None:
+def test_no_temporary_files_left(pipeline: StageWorkspace) -> None:
     """No atomic-write temporaries (.<name>.*.tmp) remain anywhere in the workspace."""
-    leftovers = [p for p in pipeline["root"].rglob(".*.tmp")]
+    leftovers = [p for p in pipeline.root.rglob(".*.tmp")]
     assert leftovers == []
 
 
-def test_download_output(pipeline: dict[str, Any], tiny_beir: Path) -> None:
+def test_download_output(pipeline: StageWorkspace, tiny_beir: Path) -> None:
     """download copies the dataset faithfully and records its counts."""
     splits = ["train", "dev", "test"]
-    raw = read_beir(_file(pipeline, "data/raw/${dataset.name}"), splits)
+    raw = read_beir(pipeline.path("data/raw/${dataset.name}"), splits)
     src = read_beir(tiny_beir, splits)
     assert (raw.corpus, raw.queries, raw.qrels) == (src.corpus, src.queries, src.qrels)
     assert _json(pipeline, "metrics/download.json") == stats(src)
 
 
-def test_prepare_output(pipeline: dict[str, Any], tiny_beir: Path) -> None:
+def test_prepare_output(pipeline: StageWorkspace, tiny_beir: Path) -> None:
     """prepare writes one MNRL row per positive train pair and counts them."""
-    lines = _file(pipeline, "data/prepared/train.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = pipeline.path("data/prepared/train.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
     src = read_beir(tiny_beir, ["train"])
     n_pairs = sum(g > 0 for docs in src.qrels["train"].values() for g in docs.values())
@@ -127,9 +91,9 @@ def test_prepare_output(pipeline: dict[str, Any], tiny_beir: Path) -> None:
     }
 
 
-def test_train_output(pipeline: dict[str, Any]) -> None:
+def test_train_output(pipeline: StageWorkspace) -> None:
     """train saves a loadable model and a history with summary, loss and one-epoch dev curve."""
-    model = load_bi_encoder(str(_file(pipeline, "data/model")))
+    model = load_bi_encoder(str(pipeline.path("data/model")))
     assert model.get_embedding_dimension() == 32
     history = _json(pipeline, "metrics/train.json")
     assert set(history) == {"summary", "loss_curve", "dev_curve"}
@@ -138,14 +102,14 @@ def test_train_output(pipeline: dict[str, Any]) -> None:
     assert [p["epoch"] for p in history["dev_curve"]] == [1.0]
 
 
-def test_encode_and_index_output(pipeline: dict[str, Any], tiny_beir: Path) -> None:
+def test_encode_and_index_output(pipeline: StageWorkspace, tiny_beir: Path) -> None:
     """encode embeds every doc (unit vectors); index holds them all with the same ids."""
     corpus_ids = list(read_beir(tiny_beir, ["test"]).corpus)
-    emb, ids = read_embeddings(_file(pipeline, "data/embeddings"))
+    emb, ids = read_embeddings(pipeline.path("data/embeddings"))
     assert ids == corpus_ids
     assert emb.shape == (len(corpus_ids), 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    index, index_ids = read_index(_file(pipeline, "data/index"))
+    index, index_ids = read_index(pipeline.path("data/index"))
     assert index_ids == corpus_ids
     assert index.ntotal == len(corpus_ids) and index.d == 32
 
@@ -153,12 +117,12 @@ def test_encode_and_index_output(pipeline: dict[str, Any], tiny_beir: Path) -> N
 @pytest.mark.parametrize(
     "run_file", ["data/runs/retrieve.trec", "data/runs/rerank.trec", "data/runs/baseline.trec"]
 )
-def test_run_outputs(pipeline: dict[str, Any], tiny_beir: Path, run_file: str) -> None:
+def test_run_outputs(pipeline: StageWorkspace, tiny_beir: Path, run_file: str) -> None:
     """Each run answers every test query with retrieve.top_k docs from the corpus; the
     baseline goes as deep as the deepest metric cut-off (clamped to the corpus), whatever
     retrieve.top_k is."""
     src = read_beir(tiny_beir, ["test"])
-    run = read_trec_run(_file(pipeline, run_file))
+    run = read_trec_run(pipeline.path(run_file))
     assert run.keys() == src.qrels["test"].keys()
     cuts = EvaluateConfig()
     depth = (
@@ -173,14 +137,14 @@ def test_run_outputs(pipeline: dict[str, Any], tiny_beir: Path, run_file: str) -
         assert all(0.0 <= s <= 1.0 for docs in run.values() for s in docs.values())
 
 
-def test_rerank_keeps_the_retrieved_candidates(pipeline: dict[str, Any]) -> None:
+def test_rerank_keeps_the_retrieved_candidates(pipeline: StageWorkspace) -> None:
     """The reranked run rescored exactly the retrieved docs of each query."""
-    retrieved = read_trec_run(_file(pipeline, "data/runs/retrieve.trec"))
-    reranked = read_trec_run(_file(pipeline, "data/runs/rerank.trec"))
+    retrieved = read_trec_run(pipeline.path("data/runs/retrieve.trec"))
+    reranked = read_trec_run(pipeline.path("data/runs/rerank.trec"))
     assert {q: set(d) for q, d in reranked.items()} == {q: set(d) for q, d in retrieved.items()}
 
 
-def test_eval_metrics(pipeline: dict[str, Any], tiny_beir: Path) -> None:
+def test_eval_metrics(pipeline: StageWorkspace, tiny_beir: Path) -> None:
     """metrics/eval.json holds the four metrics of both runs, each in [0, 1]; per-query too."""
     metrics = _json(pipeline, "metrics/eval.json")
     assert set(metrics) == {"retrieve", "rerank"}
@@ -195,7 +159,7 @@ def test_eval_metrics(pipeline: dict[str, Any], tiny_beir: Path) -> None:
         assert metrics[run]["ndcg_at_10"] == pytest.approx(mean, abs=1e-6)
 
 
-def test_significance(pipeline: dict[str, Any]) -> None:
+def test_significance(pipeline: StageWorkspace) -> None:
     """metrics/significance.json compares both runs with the zero-shot baseline per metric,
     and its 'value' and 'baseline' agree with eval.json and the baseline run's own score."""
     from irtune.beir import find_file, read_qrels
@@ -204,10 +168,10 @@ def test_significance(pipeline: dict[str, Any]) -> None:
     sig = _json(pipeline, "metrics/significance.json")
     metrics = _json(pipeline, "metrics/eval.json")
     assert set(sig) == {"baseline", "alpha", "retrieve", "rerank"}
-    assert sig["alpha"] == pipeline["params"]["evaluate"]["alpha"]
-    qrels = read_qrels(find_file(_file(pipeline, "data/raw/${dataset.name}") / "qrels", "test.tsv"))
+    assert sig["alpha"] == pipeline.params["evaluate"]["alpha"]
+    qrels = read_qrels(find_file(pipeline.path("data/raw/${dataset.name}") / "qrels", "test.tsv"))
     base_means, _ = evaluate_run(
-        qrels, read_trec_run(_file(pipeline, "data/runs/baseline.trec")), EvaluateConfig()
+        qrels, read_trec_run(pipeline.path("data/runs/baseline.trec")), EvaluateConfig()
     )
     for run in ("retrieve", "rerank"):
         assert set(sig[run]) == METRICS
@@ -219,13 +183,13 @@ def test_significance(pipeline: dict[str, Any]) -> None:
             assert result["delta"] == pytest.approx(result["value"] - result["baseline"], abs=2e-6)
 
 
-def test_mlflow_run(pipeline: dict[str, Any], tiny_bi_encoder: Path) -> None:
+def test_mlflow_run(pipeline: StageWorkspace, tiny_bi_encoder: Path) -> None:
     """The store holds one run with every param, the eval metrics, a train_loss history
     with several steps, and the dataset/base_model tags; it matches the on-disk record."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=pipeline["params"]["tracking"]["uri"])
-    experiment = client.get_experiment_by_name(pipeline["params"]["tracking"]["experiment"])
+    client = MlflowClient(tracking_uri=pipeline.params["tracking"]["uri"])
+    experiment = client.get_experiment_by_name(pipeline.params["tracking"]["experiment"])
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
@@ -235,7 +199,7 @@ def test_mlflow_run(pipeline: dict[str, Any], tiny_bi_encoder: Path) -> None:
     assert run.data.params["train.batch_size"] == "8"
     assert run.data.params["retrieve.top_k"] == str(TOP_K)
     assert run.data.params["dataset.name"] == "tiny"
-    assert len(run.data.params) == sum(len(v) for v in pipeline["params"].values())
+    assert len(run.data.params) == sum(len(v) for v in pipeline.params.values())
 
     metrics = _json(pipeline, "metrics/eval.json")
     for stage_name, values in metrics.items():
@@ -260,81 +224,3 @@ def test_mlflow_run(pipeline: dict[str, Any], tiny_bi_encoder: Path) -> None:
     record = _json(pipeline, "data/eval/mlflow_record.json")
     assert run.data.tags["irtune.run_key"] == record["run_key"]
     assert record["params"] == run.data.params
-
-
-# --- a stage failing on bad input ----------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["download", "prepare"])
-def test_stage_fails_cleanly_on_bad_corpus(
-    tmp_path: Path,
-    tiny_beir: Path,
-    dvc_stages: dict[str, dict],
-    caplog: pytest.LogCaptureFixture,
-    name: str,
-) -> None:
-    """A malformed corpus line: exit code 1, one error naming file:line, no output written."""
-    bad = Path(shutil.copytree(tiny_beir, tmp_path / "bad"))
-    corpus = bad / "corpus.jsonl"
-    lines = corpus.read_text(encoding="utf-8").splitlines()
-    lines[3] = '{"_id": "D4", "text": "unterminated'
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    root = tmp_path / "ws"
-    root.mkdir()
-    params = _params(dataset={"name": "tiny", "source": str(bad)})
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    argv = shlex.split(_resolve(dvc_stages[name]["cmd"], params))[2:]
-    if name == "prepare":  # read the bad folder itself, as if download had passed it through
-        argv[argv.index("--data") + 1] = str(bad)
-
-    with contextlib.chdir(root), pytest.raises(SystemExit) as exit_info:
-        _run(name, argv)
-    assert exit_info.value.code == 1
-
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1
-    assert f"{corpus}:4:" in errors[0].getMessage()
-    assert name in errors[0].getMessage()
-    assert sorted(p.name for p in root.iterdir()) == ["params.yaml"]
-
-
-def test_stage_fails_cleanly_on_bad_params(
-    tmp_path: Path, dvc_stages: dict[str, dict], caplog: pytest.LogCaptureFixture
-) -> None:
-    """A params.yaml with an unknown key stops the stage with exit code 1, naming the key."""
-    (tmp_path / "params.yaml").write_text("train:\n  batch_sze: 4\n", encoding="utf-8")
-    argv = shlex.split(_resolve(dvc_stages["index"]["cmd"], _params()))[2:]
-    with contextlib.chdir(tmp_path), pytest.raises(SystemExit) as exit_info:
-        _run("index", argv)
-    assert exit_info.value.code == 1
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "train.batch_sze" in errors[0].getMessage()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
-
-def test_prepare_without_training_rows_fails(
-    tmp_path: Path, tiny_beir: Path, dvc_stages: dict[str, dict], caplog: pytest.LogCaptureFixture
-) -> None:
-    """A train split with no positive pair gives no training rows: prepare stops with exit
-    code 1 and a clear error instead of writing an empty file that train crashes on."""
-    data = Path(shutil.copytree(tiny_beir, tmp_path / "data"))
-    train_tsv = data / "qrels" / "train.tsv"
-    header, *rows = train_tsv.read_text(encoding="utf-8").splitlines()
-    zeroed = [row.rsplit("\t", 1)[0] + "\t0" for row in rows]
-    train_tsv.write_text("\n".join([header, *zeroed]) + "\n", encoding="utf-8")
-
-    root = tmp_path / "ws"
-    root.mkdir()
-    params = _params(dataset={"name": "tiny", "source": str(data)})
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    argv = shlex.split(_resolve(dvc_stages["prepare"]["cmd"], params))[2:]
-    argv[argv.index("--data") + 1] = str(data)
-
-    with contextlib.chdir(root), pytest.raises(SystemExit) as exit_info:
-        _run("prepare", argv)
-    assert exit_info.value.code == 1
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1
-    assert "no training rows" in errors[0].getMessage()
-    assert sorted(p.name for p in root.iterdir()) == ["params.yaml"]

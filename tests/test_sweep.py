@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from stage_helpers import REPO
+from harness import REPO
 
 from irtune import tracking
 from irtune.config import Config

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from stage_helpers import REPO, default_params, run_stage_cli, stage_argv, write_params
+from harness import REPO, StageWorkspace, default_params
 
 from irtune import sync as sync_cli
 from irtune import tracking
@@ -108,8 +108,9 @@ def repo(
 
 
 def _evaluate(root: Path, params: dict[str, Any]) -> None:
-    write_params(root, params)
-    run_stage_cli("evaluate", stage_argv("evaluate", params))
+    ws = StageWorkspace(root, params)
+    ws.write_params()
+    ws.run("evaluate")
 
 
 def _runs(uri: str) -> list:
@@ -301,7 +302,7 @@ ALLOWED_FLAGS = {
 
 
 #: Loaders that wrap another loader pass on their own argument (which defaults to False).
-WRAPPERS = {("src/irtune/backends.py", "load_bi_encoder", "trust_remote_code")}
+WRAPPERS = {("src/irtune/models.py", "load_bi_encoder", "trust_remote_code")}
 
 
 def _model_loads() -> list[tuple[str, int, str, str | None]]:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
-    """Score ``run`` against graded ``qrels``.
+    """Score ``run`` against graded ``qrels``: NDCG, recall, MAP and MRR at ``cfg``'s cut-offs.
 
     MRR@k is trec_eval's ``recip_rank`` over the run cut to its top k (trec_eval has no cut
     for it). Queries the run does not answer count as zero, as trec_eval's ``-c`` does, so a
@@ -30,23 +30,44 @@ def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str,
         ``(means, per_query)``: metric name -> mean over judged queries, and
         query id -> metric name -> value. Names carry no '@': ``ndcg_at_10``.
     """
+    return _scores(qrels, run, cfg.ndcg_k, cfg.recall_k, cfg.map_k, cfg.mrr_k)
+
+
+def mean_ndcg(qrels: Qrels, run: Run, k: int) -> float:
+    """Mean NDCG@``k`` of ``run`` on ``qrels``, exactly as :func:`evaluate_run` reports it:
+    what a parameter chosen on the dev split maximises."""
+    return _scores(qrels, run, ndcg_k=k)[0][f"ndcg_at_{k}"]
+
+
+def _scores(
+    qrels: Qrels,
+    run: Run,
+    ndcg_k: int,
+    recall_k: int | None = None,
+    map_k: int | None = None,
+    mrr_k: int | None = None,
+) -> tuple[dict[str, float], dict]:
     import pytrec_eval
 
-    names = {
-        f"ndcg_cut_{cfg.ndcg_k}": f"ndcg_at_{cfg.ndcg_k}",
-        f"recall_{cfg.recall_k}": f"recall_at_{cfg.recall_k}",
-        f"map_cut_{cfg.map_k}": f"map_at_{cfg.map_k}",
-    }
-    measures = {f"ndcg_cut.{cfg.ndcg_k}", f"recall.{cfg.recall_k}", f"map_cut.{cfg.map_k}"}
-    full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
-    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut(run, cfg.mrr_k))
-    metric_names = [*names.values(), f"mrr_at_{cfg.mrr_k}"]
+    # (trec_eval measure, cut-off, irtune's name): pytrec_eval reports "ndcg_cut_10".
+    wanted = [("ndcg_cut", ndcg_k, "ndcg_at"), ("recall", recall_k, "recall_at")]
+    wanted += [("map_cut", map_k, "map_at")]
+    wanted = [(measure, k, ours) for measure, k, ours in wanted if k is not None]
+    names = {f"{measure}_{k}": f"{ours}_{k}" for measure, k, ours in wanted}
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"{m}.{k}" for m, k, _ in wanted})
+    full = evaluator.evaluate(run)
+    metric_names = list(names.values())
+    mrr = {}
+    if mrr_k is not None:
+        mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut(run, mrr_k))
+        metric_names.append(f"mrr_at_{mrr_k}")
     per_query: dict[str, dict[str, float]] = {}
     for qid in sorted(qrels):
         if not any(g > 0 for g in qrels[qid].values()):
             continue  # a query with no relevant document has nothing to find
         values = {names[m]: v for m, v in full.get(qid, {}).items() if m in names}
-        values[f"mrr_at_{cfg.mrr_k}"] = mrr.get(qid, {}).get("recip_rank", 0.0)
+        if mrr_k is not None:
+            values[f"mrr_at_{mrr_k}"] = mrr.get(qid, {}).get("recip_rank", 0.0)
         per_query[qid] = {m: round(values.get(m, 0.0), 6) for m in metric_names}
     means = {
         m: round(sum(q[m] for q in per_query.values()) / len(per_query), 6) for m in metric_names

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from irtune.beir import Qrels
-from irtune.config import EvaluateConfig
 from irtune.dense import search
-from irtune.evaluate import evaluate_run
+from irtune.evaluate import mean_ndcg
 from irtune.runs import Run, ranked
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def choose_prf(
     dev_qrels: Qrels,
     grid: list[tuple[int, float]],
     top_k: int,
-    eval_cfg: EvaluateConfig,
+    ndcg_k: int,
     first_pass: Run | None = None,
     combine: Callable[[Run], Run] | None = None,
 ) -> PrfChoice:
@@ -125,7 +124,7 @@ def choose_prf(
         dev_qrels: The dev judgements; never the test ones.
         grid: ``(k, beta)`` points, e.g. from :func:`prf_grid`.
         top_k: Documents per query of each dev run.
-        eval_cfg: Metric cut-offs; NDCG at ``eval_cfg.ndcg_k`` is maximised.
+        ndcg_k: The cut-off of the NDCG that is maximised.
         first_pass: The dev run whose top documents are the feedback (a hybrid's fused
             run); None: the dense search's own.
         combine: What turns the dense dev run into the run that is scored (a hybrid's
@@ -136,13 +135,13 @@ def choose_prf(
     """
     if not grid:
         raise ValueError("the feedback grid is empty")
-    metric = f"ndcg_at_{eval_cfg.ndcg_k}"
+    metric = f"ndcg_at_{ndcg_k}"
     depth = max(k for k, _ in grid)
     rows = None if first_pass is None else feedback_rows(first_pass, dev_qids, doc_ids, depth)
 
     def score(k: int, beta: float) -> float:
         run = search(index, doc_ids, dev_qids, rocchio(index, dev_emb, k, beta, rows), top_k)
-        return evaluate_run(dev_qrels, combine(run) if combine else run, eval_cfg)[0][metric]
+        return mean_ndcg(dev_qrels, combine(run) if combine else run, ndcg_k)
 
     scores = {_grid_key(k, beta): score(k, beta) for k, beta in grid}
     best = max(range(len(grid)), key=lambda i: (scores[_grid_key(*grid[i])], -i))

@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from irtune.beir import Qrels
-from irtune.config import EvaluateConfig
-from irtune.evaluate import evaluate_run
+from irtune.evaluate import mean_ndcg
 from irtune.runs import Run, best, ranked
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ def choose_fusion(
     method: str,
     grid: list[float],
     top_k: int,
-    eval_cfg: EvaluateConfig,
+    ndcg_k: int,
 ) -> FusionChoice:
     """Pick the grid value whose fusion of the dev runs scores the best dev NDCG@``ndcg_k``.
 
@@ -137,7 +136,7 @@ def choose_fusion(
         method: ``wsum`` or ``rrf``.
         grid: Dense weights (wsum) or k values (rrf) to try.
         top_k: Documents per query of each fused run.
-        eval_cfg: Metric cut-offs; NDCG at ``eval_cfg.ndcg_k`` is maximised.
+        ndcg_k: The cut-off of the NDCG that is maximised.
 
     Returns:
         The choice.
@@ -147,10 +146,10 @@ def choose_fusion(
     """
     if not grid:
         raise ValueError("the fusion grid is empty")
-    metric = f"ndcg_at_{eval_cfg.ndcg_k}"
+    metric = f"ndcg_at_{ndcg_k}"
 
     def score(run: Run) -> float:
-        return evaluate_run(dev_qrels, run, eval_cfg)[0][metric]
+        return mean_ndcg(dev_qrels, run, ndcg_k)
 
     scores = {
         str(value): score(fuse(dense_dev, sparse_dev, method, value, top_k)) for value in grid

@@ -151,7 +151,7 @@ def _dev_fusion(dense_run: Run, sparse: Run, dev_qrels: Qrels, cfg: Config) -> F
         rc.fusion,
         rc.fusion_weights if rc.fusion == "wsum" else rc.rrf_ks,
         rc.top_k,
-        cfg.evaluate,
+        cfg.evaluate.ndcg_k,
     )
 
 
@@ -194,7 +194,7 @@ def _feedback(
         dev_qrels,
         prf_grid(rc.prf_ks, rc.prf_betas),
         rc.top_k,
-        cfg.evaluate,
+        cfg.evaluate.ndcg_k,
         first_pass=None if first_pass is None else subset(first_pass, dev_qrels),
         combine=combine,
     )
