@@ -39,7 +39,6 @@ import json
 import logging
 import lzma
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from irtune.pipeline import declared_params, interpolate, load_stages, lookup
 
 log = logging.getLogger("gpu_fulltrain")
 
@@ -246,13 +247,6 @@ def unpack_model(packed: Path, dest: Path) -> None:
     )
 
 
-def _lookup(params: dict[str, Any], dotted: str) -> Any:
-    value: Any = params
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
 def _paths(entries: list) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
 
@@ -270,26 +264,24 @@ class Stage:
     def params_slice(self, params: dict[str, Any]) -> Any:
         if self.params is None:
             return params
-        return {key: _lookup(params, key) for key in self.params}
+        return {key: lookup(params, key) for key in self.params}
 
 
 def read_stages(dvc_yaml: Path, params: dict[str, Any]) -> list[Stage]:
     """The stages of ``dvc_yaml`` in file order (which is topological in irtune's)."""
-
-    def resolve(text: str) -> str:
-        return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(params, m.group(1))), text)
-
     stages = []
-    for name, spec in yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"].items():
-        keys: list[str] | None = []
-        for entry in spec.get("params", []):
-            if isinstance(entry, dict):  # `params.yaml:` with no keys: every param
-                keys = None
-                break
-            keys.append(entry)
-        deps = [resolve(d) for d in spec.get("deps", [])]
-        outs = [resolve(o) for o in _paths(spec.get("outs")) + _paths(spec.get("metrics"))]
-        stages.append(Stage(name, resolve(spec["cmd"]), keys, deps, outs))
+    for name, spec in load_stages(dvc_yaml).items():
+        deps = [interpolate(d, params) for d in spec.get("deps", [])]
+        outs = _paths(spec.get("outs")) + _paths(spec.get("metrics"))
+        stages.append(
+            Stage(
+                name,
+                interpolate(spec["cmd"], params),
+                declared_params(spec),
+                deps,
+                [interpolate(o, params) for o in outs],
+            )
+        )
     return stages
 
 
@@ -348,7 +340,9 @@ class Runner:
         return walls
 
     def _execute(self, job: Job, stage: Stage, ws: Path) -> float:
-        cmd = stage.cmd.replace("python ", f"{sys.executable} ", 1)
+        # dvc.yaml runs `PYTHONPATH=src python ...`: here the wheels on PYTHONPATH must stay
+        # importable too, and `python` is this interpreter.
+        cmd = stage.cmd.removeprefix("PYTHONPATH=src ").replace("python ", f"{sys.executable} ", 1)
         log.info("%s/%s: %s", job.name, stage.name, cmd)
         start = time.perf_counter()
         env = os.environ | {

@@ -27,7 +27,7 @@ from irtune.config import Config, IndexConfig
 from irtune.encode import write_embeddings
 from irtune.index import build_index, write_index
 from irtune.io import write_jsonl
-from irtune.pipeline import DVC_YAML, load_stages
+from irtune.pipeline import DVC_YAML, interpolate, load_stages
 from irtune.runs import write_trec_run
 from irtune.stage import run_stage
 
@@ -35,21 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml's stages, in file order.
 DVC_STAGES: dict[str, dict[str, Any]] = load_stages(REPO / DVC_YAML)
 STAGES = list(DVC_STAGES)
-
-
-def lookup(params: dict[str, Any], dotted: str) -> Any:
-    """``params["a"]["b"]`` for ``"a.b"``; KeyError naming the key if it is missing."""
-    value: Any = params
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(dotted)
-        value = value[part]
-    return value
-
-
-def resolve(text: str, params: dict[str, Any]) -> str:
-    """Interpolate DVC's ``${a.b}`` from params."""
-    return re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(params, m.group(1).strip())), text)
 
 
 def paths(entries: list | None) -> list[str]:
@@ -69,7 +54,7 @@ def split_cmd(cmd: str) -> tuple[dict[str, str], list[str]]:
 
 def stage_argv(name: str, params: dict[str, Any]) -> list[str]:
     """dvc.yaml's command line of stage ``name``, resolved, after ``python stages/<name>.py``."""
-    _, argv = split_cmd(resolve(DVC_STAGES[name]["cmd"], params))
+    _, argv = split_cmd(interpolate(DVC_STAGES[name]["cmd"], params))
     assert argv[:2] == ["python", f"stages/{name}.py"], argv
     return argv[2:]
 
@@ -77,7 +62,7 @@ def stage_argv(name: str, params: dict[str, Any]) -> list[str]:
 def declared_outputs(name: str, params: dict[str, Any]) -> list[str]:
     """The outs and metrics paths dvc.yaml declares for stage ``name``, resolved."""
     stage = DVC_STAGES[name]
-    return [resolve(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))]
+    return [interpolate(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))]
 
 
 def load_stage(name: str):
@@ -139,7 +124,7 @@ class StageWorkspace:
 
     def path(self, rel: str) -> Path:
         """A dvc.yaml path (``data/raw/${dataset.name}``) inside the workspace."""
-        return self.root / resolve(rel, self.params)
+        return self.root / interpolate(rel, self.params)
 
     def write_params(self) -> Path:
         return write_params(self.root, self.params)
@@ -208,7 +193,7 @@ class StageWorkspace:
     def shell(self, name: str) -> list[str]:
         """dvc.yaml's command of stage ``name``, resolved, as DVC runs it: through a shell,
         in the workspace (after :meth:`link_code`), with ``python`` found on ``PATH``."""
-        return ["sh", "-c", resolve(DVC_STAGES[name]["cmd"], self.params)]
+        return ["sh", "-c", interpolate(DVC_STAGES[name]["cmd"], self.params)]
 
     def run_all(self, stages: list[str] | None = None) -> None:
         """Write params.yaml, then run ``stages`` (default: all, in dvc.yaml's order)."""

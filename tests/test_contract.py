@@ -21,21 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import (
-    DVC_STAGES,
-    REPO,
-    StageWorkspace,
-    load_stage,
-    lookup,
-    paths,
-    resolve,
-    split_cmd,
-    tiny_params,
-)
+from harness import DVC_STAGES, REPO, StageWorkspace, load_stage, paths, split_cmd, tiny_params
 
 from irtune.compose import compose
 from irtune.config import ScopedConfig, flatten, validate
 from irtune.errors import ConfigError
+from irtune.pipeline import interpolate, lookup
 from irtune.workspace import clean_env, copy_checkout, run_captured
 
 SRC = REPO / "src"
@@ -82,7 +73,7 @@ def params(composed_defaults: Path) -> dict[str, Any]:
 
 def _parse(name: str, params: dict[str, Any]) -> argparse.Namespace:
     """What the stage's own parser makes of dvc.yaml's command line."""
-    _, argv = split_cmd(resolve(DVC_STAGES[name]["cmd"], params))
+    _, argv = split_cmd(interpolate(DVC_STAGES[name]["cmd"], params))
     try:
         return load_stage(name).build_parser().parse_args(argv[2:])
     except SystemExit as exc:  # argparse reports bad arguments by exiting
@@ -188,14 +179,14 @@ def test_stage_order() -> None:
 def test_stage_order_is_topological(params: dict[str, Any]) -> None:
     """Every dep that another stage produces comes from a stage listed earlier."""
     producer = {
-        resolve(path, params): name
+        interpolate(path, params): name
         for name, stage in DVC_STAGES.items()
         for path in paths(stage.get("outs")) + paths(stage.get("metrics"))
     }
     position = {name: i for i, name in enumerate(DVC_STAGES)}
     for name, stage in DVC_STAGES.items():
         for dep in paths(stage.get("deps")):
-            made_by = producer.get(resolve(dep, params))
+            made_by = producer.get(interpolate(dep, params))
             if made_by is not None:
                 assert position[made_by] < position[name], f"{name} needs {dep} from {made_by}"
 
@@ -216,8 +207,8 @@ def test_cmd_parses_and_paths_are_declared(name: str, params: dict[str, Any]) ->
     metrics, and every path it reads is in deps."""
     args = _parse(name, params)
     stage = DVC_STAGES[name]
-    outs = {resolve(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))}
-    deps = {resolve(p, params) for p in paths(stage.get("deps"))}
+    outs = {interpolate(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))}
+    deps = {interpolate(p, params) for p in paths(stage.get("deps"))}
     for dest, value in vars(args).items():
         if value is None or dest == "params":
             continue
@@ -247,7 +238,7 @@ def test_declared_outputs_are_written_by_the_cmd(name: str, params: dict[str, An
     written = {str(v) for d, v in vars(args).items() if d in OUTPUT_OPTIONS and v is not None}
     stage = DVC_STAGES[name]
     for path in paths(stage.get("outs")) + paths(stage.get("metrics")):
-        assert resolve(path, params) in written, f"{name} declares {path} but never writes it"
+        assert interpolate(path, params) in written, f"{name} declares {path} but never writes it"
 
 
 @pytest.mark.parametrize("name", ORDER)
@@ -270,12 +261,12 @@ def test_listed_params_exist(name: str, params: dict[str, Any]) -> None:
 def test_deps_exist_or_are_produced(name: str, params: dict[str, Any]) -> None:
     """Every dep is a file in the repository or the output of another stage."""
     produced = {
-        resolve(p, params)
+        interpolate(p, params)
         for stage in DVC_STAGES.values()
         for p in paths(stage.get("outs")) + paths(stage.get("metrics"))
     }
     for dep in paths(DVC_STAGES[name].get("deps")):
-        path = resolve(dep, params)
+        path = interpolate(dep, params)
         assert path in produced or (REPO / path).exists(), f"{name}: dep {dep} does not exist"
 
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from irtune.errors import DataError
 
@@ -87,6 +87,18 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
 
 
+def open_text(path: Path) -> TextIO:
+    """Open a UTF-8 text file for reading.
+
+    Raises:
+        DataError: If the file does not exist, naming it.
+    """
+    try:
+        return path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` as JSON lines, one object a line, atomically."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
@@ -98,11 +110,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read JSON lines, naming the file and line of one that is not a JSON object."""
     path = Path(path)
     rows = []
-    try:
-        fh = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    with fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             try:
                 row = json.loads(line)

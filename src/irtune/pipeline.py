@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,25 @@ def stage_config(cfg: Config, stage: str, dvc_yaml: Path) -> Config | ScopedConf
         return cfg
     keys = declared_params(spec)
     return cfg if keys is None else ScopedConfig(cfg, keys, stage)
+
+
+def lookup(params: dict[str, Any], dotted: str) -> Any:
+    """``params["a"]["b"]`` for ``"a.b"``.
+
+    Raises:
+        KeyError: Naming the whole dotted key, if any part of it is missing.
+    """
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def interpolate(text: str, params: dict[str, Any]) -> str:
+    """``text`` with DVC's ``${a.b}`` references replaced by their values in ``params``."""
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(params, m.group(1).strip())), text)
 
 
 def stage_option(dvc_yaml: Path, stage: str, option: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from irtune.errors import DataError
-from irtune.io import atomic_path
+from irtune.io import atomic_path, open_text
 
 #: A run: query id -> doc id -> score.
 Run = dict[str, dict[str, float]]
@@ -64,11 +64,7 @@ def read_trec_run(path: str | Path) -> Run:
     """
     path = Path(path)
     run: Run = {}
-    try:
-        fh = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    with fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             parts = line.split()
             if not parts:
