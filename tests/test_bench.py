@@ -8,15 +8,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("irtune_bench", REPO / "benchmarks" / "bench.py")
+    """benchmarks/bench.py, loaded by path as ``python benchmarks/bench.py`` would run it."""
+    # As a script it finds its section modules beside it (sys.path[0]); loaded by path, it
+    # needs that folder on sys.path.
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("irtune_bench", BENCHMARKS / "bench.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -86,6 +93,11 @@ def test_train_section(quick: dict) -> None:
         assert _positive(train[f"irtune_pairs_per_s_{key}"])
         assert _positive(train[f"plain_pairs_per_s_{key}"])
         assert _positive(train[f"ratio_{key}"])
+    # irtune's loop time is the one train() reports (TrainResult.loop_seconds), per run.
+    for name in ("irtune", "plain"):
+        assert len(train["runs"][name]) == train["repeats"], train["runs"]
+        for run in train["runs"][name]:
+            assert _positive(run["loop_s"]) and _positive(run["total_s"]), (name, run)
 
 
 def test_index_section(quick: dict) -> None:
@@ -112,6 +124,16 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
         _bench().main(["--only", "encode,gpu", "--out", str(tmp_path / "x.json")])
 
 
+def test_one_module_per_section() -> None:
+    """Each section is its own module beside bench.py, with its one public function."""
+    for name in _bench().SECTIONS:
+        module = sys.modules[f"bench_{name}"]
+        assert Path(module.__file__).parent == BENCHMARKS, module
+        assert callable(getattr(module, f"bench_{name}")), module
+        assert module.__doc__, module
+    assert Path(sys.modules["common"].__file__).parent == BENCHMARKS
+
+
 @pytest.mark.e2e
 def test_orchestration_reruns_only_what_a_change_touches(tmp_path: Path) -> None:
     """A real DVC workspace: no-op repro reruns nothing; top_k changes rerun the stages after."""
@@ -122,5 +144,6 @@ def test_orchestration_reruns_only_what_a_change_touches(tmp_path: Path) -> None
     assert "download" in orch["first_repro_stages"], orch
     assert orch["noop_repro_reran"] == [], orch
     assert all(_positive(s) for s in orch["noop_repro_s"]), orch
+    assert set(orch["changes"]) == {"rerank.top_k", "retrieve.top_k"}, orch
     for key, expected in orch["expected"].items():
         assert sorted(orch["changes"][key]["reran"]) == sorted(expected), (key, orch)
