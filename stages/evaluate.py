@@ -21,6 +21,9 @@ def build_parser():
     parser.add_argument(
         "--retrieve-metrics", type=Path, required=True, help="retrieve's dev choices (JSON)"
     )
+    parser.add_argument(
+        "--download-metrics", type=Path, required=True, help="the data's counts, its dev carve-out"
+    )
     parser.add_argument("--out", type=Path, required=True, help="mean metrics (JSON)")
     parser.add_argument(
         "--significance", type=Path, required=True, help="tests against the baseline (JSON)"
@@ -42,6 +45,7 @@ def main(args, cfg):
     # One MLflow run, built from files on disk so cached upstream stages lose nothing; the
     # record stays on disk for `make sync` if the store cannot be reached.
     artifacts = [args.out, args.significance, args.per_query, args.train_history]
+    artifacts += [args.download_metrics]
     record = build_record(
         cfg,
         result.metrics,
@@ -49,6 +53,7 @@ def main(args, cfg):
         read_json(args.train_history),
         artifacts,
         read_json(args.retrieve_metrics),
+        read_json(args.download_metrics),
     )
     write_json(args.record, record)
     if cfg.tracking.enabled:

@@ -18,12 +18,10 @@ def build_parser():
 
 def main(args, cfg):
     # Every split: a doc judged for a query anywhere is never that query's negative.
-    dataset = read_beir(
-        args.data, [cfg.dataset.train_split, cfg.dataset.dev_split, cfg.dataset.test_split]
-    )
+    dataset = read_beir(args.data, cfg.dataset.splits)
     rows = build_rows(dataset, cfg)
     write_jsonl(args.out, rows)
-    write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0])})
+    write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})
 
 
 if __name__ == "__main__":

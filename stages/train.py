@@ -30,7 +30,8 @@ def build_parser():
 
 
 def main(args, cfg):
-    dataset = read_beir(args.data, [cfg.dataset.dev_split])  # the per-epoch dev curve
+    dev = [cfg.dataset.dev] if cfg.dataset.dev else []  # for the per-epoch dev curve
+    dataset = read_beir(args.data, dev)
     work_dir = checkpoint_dir(repo_root(), args.rows, cfg)
     result = train(read_jsonl(args.rows), dataset, cfg, args.out, work_dir)
     write_json(args.history, result.history())

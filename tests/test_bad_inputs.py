@@ -18,6 +18,7 @@ it is clamped with a warning.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import resource
@@ -184,6 +185,57 @@ def _source_not_beir(ws: Workspace) -> tuple[str, str]:
     return f"{folder}:", "not a BEIR directory: missing corpus.jsonl"
 
 
+def _corpus_not_utf8(ws: Workspace) -> tuple[str, str]:
+    path = ws.source() / "corpus.jsonl"
+    content = path.read_bytes().split(b"\n")
+    content[8] = b'{"_id": "D9", "text": "caf\xe9 au lait"}'  # Latin-1, not UTF-8
+    path.write_bytes(b"\n".join(content))
+    return f"{path}:9:", "not UTF-8 text (byte 0xe9 at column 27)"
+
+
+def _corpus_gzip_truncated(ws: Workspace) -> tuple[str, str]:
+    path = ws.source() / "corpus.jsonl"
+    packed = gzip.compress(path.read_bytes())
+    gz = path.with_name("corpus.jsonl.gz")
+    gz.write_bytes(packed[: len(packed) // 2])
+    path.unlink()
+    return f"{gz}:", "damaged gzip file"
+
+
+def _qrels_conflicting_judgements(ws: Workspace) -> tuple[str, str]:
+    path = ws.source() / "qrels" / "test.tsv"
+    qid, did, _ = _lines(path)[1].split("\t")
+    line = _append_line(path, f"{qid}\t{did}\t0")
+    return f"{path}:{line}:", f"query '{qid}' judges doc '{did}' again, 0 after"
+
+
+def _split_judging_nothing_relevant(ws: Workspace) -> tuple[str, str]:
+    path = ws.source() / "qrels" / "test.tsv"
+    header, *rows = _lines(path)
+    path.write_text("\n".join([header, *(r.rsplit("\t", 1)[0] + "\t0" for r in rows)]) + "\n")
+    return f"{path}:", "split 'test' judges no document relevant (score > 0)"
+
+
+def _dataset_name_leaving_the_workspace(ws: Workspace) -> tuple[str, str]:
+    ws.params["dataset"]["name"] = "../../elsewhere"
+    return "'dataset.name'", "it names a file or folder"
+
+
+def _dev_split_is_test(ws: Workspace) -> tuple[str, str]:
+    ws.params["dataset"]["dev_split"] = "test"
+    return "'dataset.dev_split' and 'dataset.test_split'", "every choice made on dev"
+
+
+def _training_without_train_split(ws: Workspace) -> tuple[str, str]:
+    ws.params["dataset"]["train_split"] = ""
+    return "'train.epochs'", "has no train split"
+
+
+def _learning_rate_not_positive(ws: Workspace) -> tuple[str, str]:
+    ws.params["train"]["lr"] = 0.0
+    return "'train.lr'", "must be > 0, got 0.0"
+
+
 def _unknown_loss(ws: Workspace) -> tuple[str, str]:
     ws.params["loss"]["name"] = "triplet_hinge"
     return "'loss.name'", "'triplet_hinge'; expected one of"
@@ -257,7 +309,7 @@ def _train_split_without_positives(ws: Workspace) -> tuple[str, str]:
     train = raw / "qrels" / "train.tsv"
     header, *rows = _lines(train)
     train.write_text("\n".join([header, *(r.rsplit("\t", 1)[0] + "\t0" for r in rows)]) + "\n")
-    return "data/raw/tiny:", "no training rows (no usable positive pair in split 'train')"
+    return "data/raw/tiny/qrels/train.tsv:", "split 'train' judges no document relevant"
 
 
 def _model_write_fails_half_way(ws: Workspace) -> tuple[str, str]:
@@ -281,6 +333,14 @@ CASES = [
     Bad("empty-corpus", "download", _empty_corpus),
     Bad("source-missing", "download", _source_missing),
     Bad("source-not-beir", "download", _source_not_beir),
+    Bad("corpus-not-utf8", "download", _corpus_not_utf8),
+    Bad("corpus-gzip-truncated", "download", _corpus_gzip_truncated),
+    Bad("qrels-conflicting-judgements", "download", _qrels_conflicting_judgements),
+    Bad("split-judging-nothing-relevant", "download", _split_judging_nothing_relevant),
+    Bad("dataset-name-leaving-the-workspace", "download", _dataset_name_leaving_the_workspace),
+    Bad("dev-split-is-test", "retrieve", _dev_split_is_test),
+    Bad("training-without-train-split", "train", _training_without_train_split),
+    Bad("learning-rate-not-positive", "train", _learning_rate_not_positive),
     Bad("train-split-without-positives", "prepare", _train_split_without_positives),
     Bad("unknown-loss", "train", _unknown_loss),
     Bad("unknown-config-key", "train", _unknown_key),

@@ -89,6 +89,41 @@ def test_qrels_without_header_read_the_same(tiny_beir: Path, beir: Path) -> None
     _same(read_beir(beir, SPLITS), read_beir(tiny_beir, SPLITS))
 
 
+def test_numeric_ids_read_as_text(tiny_beir: Path, beir: Path) -> None:
+    """Ids written as JSON numbers (``"_id": 4983``) read as the text the qrels use."""
+    _append_line(beir / "corpus.jsonl", json.dumps({"_id": 4983, "text": "numeric id"}))
+    path = beir / "qrels" / "test.tsv"
+    qid = _lines(path)[1].split("\t")[0]
+    _append_line(path, f"{qid}\t4983\t1")
+    ds = read_beir(beir, SPLITS)
+    assert ds.corpus["4983"] == {"title": "", "text": "numeric id"}
+    assert ds.qrels["test"][qid]["4983"] == 1
+
+
+def test_byte_order_marks_and_integral_float_scores_read_the_same(
+    tiny_beir: Path, beir: Path
+) -> None:
+    """A UTF-8 byte-order mark (as some editors write) and scores written ``1.0`` change
+    nothing; a header named otherwise is still a header."""
+    for path in [beir / "corpus.jsonl", beir / "queries.jsonl"]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    path = beir / "qrels" / "test.tsv"
+    rows = [f"{row}.0" for row in _lines(path)[1:]]
+    path.write_text("\n".join(["query_id\tdoc_id\trelevance", *rows]) + "\n")
+    _same(read_beir(beir, SPLITS), read_beir(tiny_beir, SPLITS))
+
+
+def test_repeated_judgements(tiny_beir: Path, beir: Path) -> None:
+    """A qrels row repeated with the same score is harmless; with another score, refused."""
+    path = beir / "qrels" / "dev.tsv"
+    row = _lines(path)[1]
+    _append_line(path, row)
+    _same(read_beir(beir, SPLITS), read_beir(tiny_beir, SPLITS))
+    qid, did, score = row.split("\t")
+    line = _append_line(path, f"{qid}\t{did}\t{int(score) + 1}")
+    assert "judges doc" in str(_expect(beir, f"{path}:{line}:"))
+
+
 # --- bad input: each error names the file and (where there is one) the line ---------------
 
 
@@ -170,6 +205,36 @@ def test_split_with_no_queries(beir: Path) -> None:
     path = beir / "qrels" / "dev.tsv"
     path.write_text("query-id\tcorpus-id\tscore\n", encoding="utf-8")
     assert "dev" in str(_expect(beir, str(path)))
+
+
+def test_split_judging_nothing_relevant(beir: Path) -> None:
+    """A split whose every judgement is non-relevant (score 0) has nothing to score."""
+    path = beir / "qrels" / "test.tsv"
+    header, *rows = _lines(path)
+    path.write_text("\n".join([header, *(r.rsplit("\t", 1)[0] + "\t0" for r in rows)]) + "\n")
+    assert "judges no document relevant" in str(_expect(beir, str(path)))
+
+
+def test_bytes_that_are_not_utf8(beir: Path) -> None:
+    """A corpus line in another encoding (Latin-1 here) is named by file and line."""
+    path = beir / "corpus.jsonl"
+    content = path.read_bytes().split(b"\n")
+    content[5] = json.dumps({"_id": "D6", "text": "caf\u00e9"}, ensure_ascii=False).encode(
+        "latin-1"
+    )
+    path.write_bytes(b"\n".join(content))
+    assert "not UTF-8 text" in str(_expect(beir, f"{path}:6:"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-gzip"])
+def test_damaged_gzip_file(beir: Path, damage: str) -> None:
+    """A gzip file cut short, or one that is no gzip at all, is named, not a traceback."""
+    path = beir / "corpus.jsonl"
+    packed = gzip.compress(path.read_bytes())
+    gz = beir / "corpus.jsonl.gz"
+    gz.write_bytes(packed[: len(packed) // 2] if damage == "truncated" else path.read_bytes())
+    path.unlink()
+    assert "damaged gzip file" in str(_expect(beir, str(gz)))
 
 
 def test_missing_split_file(beir: Path) -> None:

@@ -55,6 +55,7 @@ INPUT_OPTIONS = {
     "baseline_run",
     "train_history",
     "retrieve_metrics",
+    "download_metrics",
 }
 
 
@@ -388,6 +389,13 @@ VARIANTS = {
     "prepare-mined-negatives": (
         "prepare",
         {"prepare": {"negatives": "mined", "mine_relative_margin": 0.0}},
+    ),
+    "prepare-mined-with-prompts": (
+        "prepare",
+        {
+            "model": {"query_prompt": "query: ", "document_prompt": "passage: "},
+            "prepare": {"negatives": "mined", "mine_relative_margin": 0.0},
+        },
     ),
     "prepare-cross-encoder-labels": (
         "prepare",

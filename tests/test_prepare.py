@@ -116,12 +116,12 @@ def test_score_loss_needs_negatives() -> None:
 
 def test_score_rows_scale_graded_relevance(dataset: BeirDataset) -> None:
     """Positive scores are grade / max grade: a grade-2 pair scores 1.0 and grade 1 scores 0.5."""
-    # Use the graded test split as the train split.
+    # Use the graded test split as the train split (and dev, ungraded in train, as test).
     cfg = validate(
         {
             "loss": {"name": "cosent"},
             "prepare": {"negatives": "random"},
-            "dataset": {"train_split": "test"},
+            "dataset": {"train_split": "test", "dev_split": "", "test_split": "dev"},
         }
     )
     rows = build_rows(dataset, cfg)

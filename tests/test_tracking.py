@@ -104,6 +104,21 @@ def repo(
         "dev_ndcg_at_10_grid": {"0.5": 0.43, "0.6": 0.44},
     }
     (root / "metrics" / "retrieve.json").write_text(json.dumps(choices), encoding="utf-8")
+    # What download writes for a dataset whose dev split was carved out of train.
+    counts = {
+        "docs": len(doc_ids),
+        "queries": 40,
+        "test_queries": len(qrels),
+        "dev_carve": {
+            "from_split": "train",
+            "fraction": 0.2,
+            "seed": 7,
+            "queries": 3,
+            "qrels": 5,
+            "query_ids": ["Q1", "Q2", "Q3"],
+        },
+    }
+    (root / "metrics" / "download.json").write_text(json.dumps(counts), encoding="utf-8")
     return root, params
 
 
@@ -168,6 +183,11 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
         "dev_ndcg_at_10.bm25": 0.35,
         "dev_ndcg_at_10.fused": 0.44,
     }
+    # Where the dev split came from: the carve-out, in a tag; the ids in the artifact.
+    assert record["tags"]["dev_split"] == "carved from train: 3 queries (fraction 0.2, seed 7)"
+    assert record["metrics"]["data.test_queries"] == len(read_qrels(find_file(
+        root / "data" / "raw" / "tiny" / "qrels", "test.tsv")))  # fmt: skip
+    assert "metrics/download.json" in record["artifacts"]
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
     env = os.environ | {"DVC_ROOT": str(root)}

@@ -364,16 +364,33 @@ def tiny_config(assets: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 
 def write_tiny_conf(config: Path, assets: dict[str, Path], **sections: dict[str, Any]) -> None:
-    """Update the Hydra config ``config`` (a copy's ``conf/config.yaml``) with
-    :func:`tiny_config`, then with ``sections``, keeping its defaults list."""
+    """Point the Hydra config ``config`` (a copy's ``conf/config.yaml``) at the tiny assets.
+
+    The tiny dataset becomes an option of the ``dataset`` group (``conf/dataset/tiny.yaml``,
+    selected in the defaults list), as a user adds their own; the other sections of
+    :func:`tiny_config`, then ``sections``, update ``config`` itself.
+    """
+    import dataclasses
+
     import yaml
+
+    from irtune.config import DatasetConfig
 
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     if "defaults" not in cfg:
         raise ValueError(f"{config} has no Hydra defaults list: {cfg}")
-    for overrides in (tiny_config(assets), sections):
-        for name, values in overrides.items():
-            cfg[name].update(values)
+    overrides = tiny_config(assets)
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    dataset = dataclasses.asdict(DatasetConfig()) | overrides.pop("dataset")
+    option = config.parent / "dataset" / f"{dataset['name']}.yaml"
+    option.write_text(yaml.safe_dump(dataset, sort_keys=False), encoding="utf-8")
+    cfg["defaults"] = [
+        {"dataset": dataset["name"]} if isinstance(d, dict) and "dataset" in d else d
+        for d in cfg["defaults"]
+    ]
+    for name, values in overrides.items():
+        cfg.setdefault(name, {}).update(values)
     config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
 

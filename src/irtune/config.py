@@ -8,6 +8,7 @@ configs: an unknown key or a value of the wrong type fails at once, naming the k
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,46 @@ ENCODE_PRECISIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: ``dataset.dev_split`` value that carves a dev split out of the train queries.
+AUTO = "auto"
+#: The name a carved dev split gets in the downloaded data.
+CARVED_DEV = "dev"
+
+
 @dataclass
 class DatasetConfig:
-    """Where the BEIR dataset comes from and which qrels splits play which role."""
+    """A BEIR dataset: where it comes from, and which qrels splits play which role.
 
+    An option of the ``dataset`` config group (``conf/dataset/<name>.yaml``).
+    """
+
+    #: The dataset's name, and its folder under ``data/raw/``: letters, digits, ``. _ -``.
     name: str = "nfcorpus"
     #: A Hugging Face hub id, an http(s) URL of a BEIR zip, or a local BEIR directory.
     source: str = "BeIR/nfcorpus"
     #: Hub id of the qrels dataset, used only when ``source`` is a hub id.
     qrels_source: str = "BeIR/nfcorpus-qrels"
+    #: The split the model trains on; "" for a dataset without one (zero-shot only).
     train_split: str = "train"
+    #: The split every choice is made on (fusion, feedback, the dev curve): a split name;
+    #: ``auto`` to carve one out of the train queries (``dev_fraction`` of them, seeded by
+    #: ``dev_seed``; they leave training); "" for none (the choices fall back, and say so).
     dev_split: str = "dev"
     test_split: str = "test"
+    dev_fraction: float = 0.2
+    dev_seed: int = 42
+
+    @property
+    def dev(self) -> str:
+        """The dev split's name in the downloaded data ("" when there is none)."""
+        if self.dev_split == AUTO:
+            return CARVED_DEV if self.train_split else ""
+        return self.dev_split
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits the downloaded data holds: train, dev, test, those that exist."""
+        return [s for s in (self.train_split, self.dev, self.test_split) if s]
 
 
 @dataclass
@@ -50,6 +79,11 @@ class ModelConfig:
 
     base: str = "sentence-transformers/all-MiniLM-L6-v2"
     trust_remote_code: bool = False
+    #: Prepended to every query (training, mining, encoding, the baseline): e.g. E5's
+    #: ``"query: "``. "" keeps the model's own ``query`` prompt, if it has one.
+    query_prompt: str = ""
+    #: Prepended to every document, likewise (E5's ``"passage: "``).
+    document_prompt: str = ""
 
 
 @dataclass
@@ -235,20 +269,49 @@ _CHOICES = {
 _NON_NEGATIVE = (
     "encode.max_seq_length",
     "train.checkpoint_steps",
+    "train.weight_decay",
     "prepare.max_pairs",
     "prepare.max_pairs_per_query",
+    "prepare.mine_range_min",
+    "prepare.mine_relative_margin",
     "train.epochs",
     "rerank.top_k",
     "retrieve.bm25_k1",
 )
 _POSITIVE = (
     "train.batch_size",
+    "train.lr",
     "train.max_seq_length",
+    "train.logging_steps",
+    "loss.scale",
+    "loss.mini_batch_size",
+    "loss.temperature",
     "retrieve.top_k",
+    "retrieve.batch_size",
     "encode.batch_size",
+    "index.hnsw_m",
+    "index.hnsw_ef_search",
+    "index.ivf_nlist",
+    "index.ivf_nprobe",
     "prepare.num_negatives",
     "prepare.label_top_k",
+    "rerank.batch_size",
+    "rerank.max_length",
+    "evaluate.ndcg_k",
+    "evaluate.recall_k",
+    "evaluate.mrr_k",
+    "evaluate.map_k",
 )
+#: Keys whose value must lie in an interval: (low, high, low included, high included).
+_INTERVALS = {
+    "train.warmup_ratio": (0.0, 1.0, True, False),
+    "retrieve.bm25_b": (0.0, 1.0, True, True),
+    "evaluate.alpha": (0.0, 1.0, False, False),
+    "dataset.dev_fraction": (0.0, 1.0, False, False),
+}
+#: What a dataset name or a split name may hold: each becomes a path (``data/raw/<name>``,
+#: ``qrels/<split>.tsv``), which must stay where it belongs.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Config:
@@ -286,6 +349,13 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
     for key in _POSITIVE:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {_get(cfg, key)}")
+    for key, (low, high, with_low, with_high) in _INTERVALS.items():
+        value = _get(cfg, key)
+        if not ((low <= value if with_low else low < value) and
+                (value <= high if with_high else value < high)):  # fmt: skip
+            interval = f"{'[' if with_low else '('}{low:g}, {high:g}{']' if with_high else ')'}"
+            raise ConfigError(f"{source}: '{key}' must be in {interval}, got {value}")
+    _validate_dataset(cfg, source)
     if cfg.loss.name in SCORE_FAMILY and cfg.prepare.negatives == "none":
         # With positives alone every label is equal and a score loss has nothing to learn.
         raise ConfigError(
@@ -323,10 +393,43 @@ def check_backend(backend: str, precision: str, source: str = "params") -> None:
         )
 
 
+def _validate_dataset(cfg: Config, source: str) -> None:
+    ds = cfg.dataset
+    names = {"dataset.name": ds.name, "dataset.test_split": ds.test_split}
+    names |= {"dataset.train_split": ds.train_split} if ds.train_split else {}
+    names |= {"dataset.dev_split": ds.dev_split} if ds.dev_split else {}
+    for key, value in names.items():
+        if not _SAFE_NAME.fullmatch(value) or ".." in value:
+            raise ConfigError(
+                f"{source}: '{key}' is {value!r}; it names a file or folder, so it may only "
+                "hold letters, digits, '.', '_' and '-' (not starting with '.' or '-', no '..')"
+            )
+    roles = {"train_split": ds.train_split, "dev_split": ds.dev, "test_split": ds.test_split}
+    given = [(key, value) for key, value in roles.items() if value]
+    for i, (key, value) in enumerate(given):
+        for other, other_value in given[i + 1 :]:
+            if value == other_value:
+                why = {
+                    ("train_split", "dev_split"): "choices made on dev would be made on "
+                    "training queries, which flatter the model (dev_split=auto carves a dev "
+                    "split out of train instead)",
+                    ("train_split", "test_split"): "the model would be tested on its "
+                    "training queries",
+                    ("dev_split", "test_split"): "every choice made on dev would be made on test",
+                }[(key, other)]
+                raise ConfigError(
+                    f"{source}: 'dataset.{key}' and 'dataset.{other}' are both {value!r}: {why}"
+                )
+    if cfg.train.epochs and not ds.train_split:
+        raise ConfigError(
+            f"{source}: 'train.epochs' is {cfg.train.epochs} but dataset {ds.name!r} has no "
+            "train split ('dataset.train_split' is empty): set train.epochs=0 to evaluate "
+            "the base model zero-shot"
+        )
+
+
 def _validate_retrieve(cfg: Config, source: str) -> None:
     rc = cfg.retrieve
-    if not 0 <= rc.bm25_b <= 1:
-        raise ConfigError(f"{source}: 'retrieve.bm25_b' must be in [0, 1], got {rc.bm25_b}")
     grids = (
         ("fusion_weights", rc.fusion_weights, lambda w: 0 <= w <= 1, "weights in [0, 1]"),
         ("rrf_ks", rc.rrf_ks, lambda k: k > 0, "ints > 0"),
@@ -342,18 +445,6 @@ def _validate_retrieve(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: 'retrieve.prf_ks' asks for {max(rc.prf_ks)} feedback documents, more "
             f"than retrieve.top_k={rc.top_k}"
-        )
-    chooses = []
-    if rc.mode == "hybrid":
-        chooses.append("its fusion")
-    if rc.prf and rc.mode != "bm25":
-        chooses.append("its dense feedback")
-    if chooses and cfg.dataset.dev_split == cfg.dataset.test_split:
-        # Parameters are chosen on dev: choosing them on test would leak.
-        raise ConfigError(
-            f"{source}: retrieve.mode={rc.mode} chooses {' and '.join(chooses)} on "
-            f"'dataset.dev_split', which must differ from 'dataset.test_split' (both are "
-            f"{cfg.dataset.test_split!r})"
         )
 
 

@@ -11,7 +11,7 @@ from irtune.config import Config, IndexConfig
 from irtune.encode import encode_corpus
 from irtune.errors import DataError
 from irtune.index import build_index
-from irtune.models import load_bi_encoder
+from irtune.models import load_base_model
 from irtune.runs import Run
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def encode_queries(model, queries: Queries, batch_size: int) -> np.ndarray:
     """Normalised float32 embeddings of ``queries``' texts, in their order."""
     log.info("Encoding %d queries", len(queries))
-    return model.encode(
+    return model.encode_query(
         list(queries.values()),
         batch_size=batch_size,
         normalize_embeddings=True,
@@ -93,7 +93,7 @@ def zero_shot_run(dataset: BeirDataset, cfg: Config) -> Run:
         log.info("evaluate.baseline=false: no zero-shot run")
         return {}
     ev = cfg.evaluate
-    model = load_bi_encoder(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_base_model(cfg)
     return exact_search(
         model,
         dataset.corpus,

@@ -7,9 +7,10 @@ import logging
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from irtune.beir import BeirDataset, read_beir, stats, write_beir
-from irtune.config import DatasetConfig
+from irtune.beir import BeirDataset, carve_dev, read_beir, stats, write_beir
+from irtune.config import AUTO, DatasetConfig
 from irtune.errors import DataError
 from irtune.io import atomic_path
 
@@ -35,12 +36,15 @@ def load_dataset(cfg: DatasetConfig) -> BeirDataset:
         cfg: The ``dataset`` config section.
 
     Returns:
-        The dataset with the train, dev and test qrels.
+        The dataset with the qrels of the splits ``cfg`` names (a carved dev split is not
+        made here: see :func:`download`).
 
     Raises:
         DataError: If the source is missing, not BEIR-shaped or inconsistent.
     """
-    splits = [cfg.train_split, cfg.dev_split, cfg.test_split]
+    # A carved dev split (dev_split: auto) is made from train after reading.
+    named_dev = "" if cfg.dev_split == AUTO else cfg.dev_split
+    splits = [s for s in (cfg.train_split, named_dev, cfg.test_split) if s]
     kind = source_kind(cfg.source)
     log.info("Reading %s from %s (%s)", cfg.name, cfg.source, kind)
     if kind == "local":
@@ -50,18 +54,35 @@ def load_dataset(cfg: DatasetConfig) -> BeirDataset:
     return _load_hub(cfg.source, cfg.qrels_source, splits)
 
 
-def download(cfg: DatasetConfig, out_dir: Path) -> dict[str, int]:
-    """Write the validated dataset to ``out_dir`` in plain BEIR layout, atomically.
+def download(cfg: DatasetConfig, out_dir: Path) -> dict[str, Any]:
+    """Write the validated dataset to ``out_dir`` in plain BEIR layout, atomically; with
+    ``dev_split: auto``, carve its dev split out of train first.
 
     Returns:
-        Counts of docs, queries and qrels per split.
+        Counts of docs, queries and qrels per split, and the carve-out (``dev_carve``: seed,
+        fraction, counts, query ids) when there is one.
     """
     dataset = load_dataset(cfg)
+    carve: dict[str, Any] = {}
+    if cfg.dev_split == AUTO and cfg.dev:
+        dataset, carve = carve_dev(
+            dataset, cfg.train_split, cfg.dev, cfg.dev_fraction, cfg.dev_seed
+        )
+        log.info(
+            "Carved %d of the %s split's queries into a dev split (seed %d)",
+            carve["queries"],
+            cfg.train_split,
+            cfg.dev_seed,
+        )
+    elif not cfg.dev:
+        log.warning(
+            "Dataset %s has no dev split: what is chosen on dev falls back to defaults", cfg.name
+        )
     with atomic_path(out_dir) as tmp:
         write_beir(dataset, tmp)
-    counts = stats(dataset)
+    counts: dict[str, Any] = stats(dataset)
     log.info("Wrote %s to %s: %s", cfg.name, out_dir, counts)
-    return counts
+    return counts | ({"dev_carve": carve} if carve else {})
 
 
 def _load_zip_url(url: str, splits: list[str]) -> BeirDataset:

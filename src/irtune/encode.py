@@ -30,7 +30,7 @@ def encode_corpus(model, corpus: Corpus, batch_size: int) -> np.ndarray:
     """
     texts = [doc_text(doc) for doc in corpus.values()]
     log.info("Encoding %d documents (batch %d)", len(texts), batch_size)
-    return model.encode(
+    return model.encode_document(
         texts,
         batch_size=batch_size,
         normalize_embeddings=True,

@@ -16,6 +16,13 @@ from irtune.runs import Run, best, ranked
 
 log = logging.getLogger(__name__)
 
+#: What a hybrid fuses with when there is no dev split to choose on: equal weights for
+#: ``wsum``, and RRF's customary k of 60 (Cormack et al., 2009).
+FALLBACK_FUSION: dict[str, tuple[str, float]] = {
+    "wsum": ("dense_weight", 0.5),
+    "rrf": ("rrf_k", 60),
+}
+
 
 def min_max(ranking: dict[str, float], floor: float | None = None) -> dict[str, float]:
     """Scale one query's scores to 0..1, best 1, worst (or ``floor``, if lower) 0.

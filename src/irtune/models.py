@@ -13,6 +13,7 @@ import errno
 from pathlib import Path
 from typing import Any
 
+from irtune.config import Config, check_backend
 from irtune.errors import ConfigError
 from irtune.io import atomic_path
 
@@ -21,6 +22,8 @@ def load_bi_encoder(
     name_or_path: str,
     trust_remote_code: bool = False,
     max_seq_length: int = 0,
+    query_prompt: str = "",
+    document_prompt: str = "",
     **kwargs: Any,
 ):
     """Load a SentenceTransformer from the hub or a local folder.
@@ -29,6 +32,8 @@ def load_bi_encoder(
         name_or_path: Hub id or local folder.
         trust_remote_code: Run code shipped with the model (off unless the config says so).
         max_seq_length: Truncation to set; 0 keeps the model's own.
+        query_prompt: The model's ``query`` prompt, replacing its own; "" keeps its own.
+        document_prompt: Its ``document`` prompt, likewise.
         **kwargs: Passed to SentenceTransformer.
 
     Raises:
@@ -42,7 +47,36 @@ def load_bi_encoder(
         raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
+    # Queries are encoded with encode_query and documents with encode_document, which use
+    # these two prompts; a saved model keeps them, so every later stage uses the same ones.
+    for name, prompt in (("query", query_prompt), ("document", document_prompt)):
+        if prompt:
+            model.prompts[name] = prompt
     return model
+
+
+def load_base_model(cfg: Config, name_or_path: str = "", max_seq_length: int = 0):
+    """The base model (or ``name_or_path``, e.g. a mining model) as the ``model`` section
+    sets it up: ``trust_remote_code``, and the prompts when it is the base model itself.
+
+    Args:
+        cfg: The config.
+        name_or_path: Another bi-encoder to load; "" (or ``model.base``) loads the base.
+        max_seq_length: Truncation to set; 0 keeps the model's own.
+    """
+    base = name_or_path in ("", cfg.model.base)
+    return load_bi_encoder(
+        cfg.model.base if base else name_or_path,
+        trust_remote_code=cfg.model.trust_remote_code,
+        max_seq_length=max_seq_length,
+        query_prompt=cfg.model.query_prompt if base else "",
+        document_prompt=cfg.model.document_prompt if base else "",
+    )
+
+
+def prompts(model) -> tuple[str, str]:
+    """The ``query`` and ``document`` prompts ``model`` encodes with ("" for none)."""
+    return model.prompts.get("query") or "", model.prompts.get("document") or ""
 
 
 def load_encoder(
@@ -65,7 +99,6 @@ def load_encoder(
         ConfigError: If the model cannot be loaded, or the backend/precision pair is invalid.
     """
     from irtune.backends import use_backend
-    from irtune.config import check_backend
 
     check_backend(backend, precision)
     model = load_bi_encoder(

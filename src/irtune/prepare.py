@@ -26,7 +26,7 @@ from irtune.beir import BeirDataset, doc_text
 from irtune.config import MNRL_FAMILY, Config
 from irtune.dense import exact_search
 from irtune.errors import DataError
-from irtune.models import load_bi_encoder, load_cross_encoder
+from irtune.models import load_base_model, load_cross_encoder, prompts
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,8 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
     import datasets
     from sentence_transformers.util import mine_hard_negatives
 
-    model = load_bi_encoder(
-        cfg.prepare.mine_model or cfg.model.base, trust_remote_code=cfg.model.trust_remote_code
-    )
-    model.max_seq_length = cfg.train.max_seq_length
+    model = load_base_model(cfg, cfg.prepare.mine_model, max_seq_length=cfg.train.max_seq_length)
+    query_prompt, document_prompt = prompts(model)
     text_to_id = {doc_text(doc): did for did, doc in dataset.corpus.items()}
     window = cfg.prepare.mine_range_max - cfg.prepare.mine_range_min
     mined = mine_hard_negatives(
@@ -129,6 +127,8 @@ def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> lis
         batch_size=cfg.encode.batch_size,
         use_faiss=True,
         verbose=True,
+        query_prompt=query_prompt or None,
+        corpus_prompt=document_prompt or None,
     )
     # labeled-list keeps one row per input pair, grouped by query: its "positive" column lists
     # the positive first, then the negatives. Rows with no candidate are dropped and rows are
@@ -171,11 +171,7 @@ def cross_encoder_labels(
 
 def base_model_top_k(queries: list[str], dataset: BeirDataset, cfg: Config) -> dict[str, list[str]]:
     """The base model's top ``prepare.label_top_k`` documents of each query id."""
-    model = load_bi_encoder(
-        cfg.prepare.mine_model or cfg.model.base,
-        trust_remote_code=cfg.model.trust_remote_code,
-        max_seq_length=cfg.train.max_seq_length,
-    )
+    model = load_base_model(cfg, cfg.prepare.mine_model, max_seq_length=cfg.train.max_seq_length)
     run = exact_search(
         model,
         dataset.corpus,
@@ -198,10 +194,15 @@ def build_rows(dataset: BeirDataset, cfg: Config) -> list[dict[str, str | float]
     Returns:
         Rows with the column names Sentence Transformers' losses expect, in a seeded order.
 
+        A dataset without a train split (``dataset.train_split`` empty) gives none.
+
     Raises:
-        DataError: If no row can be built (the train split has no positive pair, or no
-            pair keeps enough clean negatives), naming the dataset's folder.
+        DataError: If no row can be built from the train split (it has no positive pair,
+            or no pair keeps enough clean negatives), naming the dataset's folder.
     """
+    if not cfg.dataset.train_split:
+        log.info("The dataset has no train split: no training rows")
+        return []
     rows = _rows(dataset, cfg)
     if not rows:
         where = f"{dataset.root}: " if dataset.root else ""

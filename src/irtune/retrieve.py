@@ -10,6 +10,7 @@ there is: in hybrid mode, a first fusion with BM25.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,15 @@ from irtune.config import Config
 from irtune.dense import encode_queries, search
 from irtune.errors import DataError
 from irtune.feedback import choose_prf, feedback_rows, prf_grid, rocchio
-from irtune.fusion import FusionChoice, choose_fusion, fuse
+from irtune.fusion import FALLBACK_FUSION, FusionChoice, choose_fusion, fuse
 from irtune.index import INDEX, read_index
 from irtune.models import load_encoder
 from irtune.runs import Run, subset
+
+log = logging.getLogger(__name__)
+
+#: Why a choice fell back: recorded beside the value in ``metrics/retrieve.json``.
+NO_DEV = "no dev split: not chosen"
 
 
 @dataclass
@@ -54,14 +60,16 @@ def uses_dense(cfg: Config) -> bool:
 
 
 def chooses_on_dev(cfg: Config) -> bool:
-    """Whether a parameter is chosen on the dev split: a hybrid's fusion, dense feedback."""
-    return cfg.retrieve.mode == "hybrid" or (cfg.retrieve.prf and uses_dense(cfg))
+    """Whether a parameter is chosen on the dev split (a hybrid's fusion, dense feedback):
+    when the recipe has one to choose and the dataset has a dev split."""
+    wants = cfg.retrieve.mode == "hybrid" or (cfg.retrieve.prf and uses_dense(cfg))
+    return wants and bool(cfg.dataset.dev)
 
 
 def splits(cfg: Config) -> list[str]:
     """The qrels splits the recipe reads: test, and dev when it chooses anything there."""
     if chooses_on_dev(cfg):
-        return [cfg.dataset.test_split, cfg.dataset.dev_split]
+        return [cfg.dataset.test_split, cfg.dataset.dev]
     return [cfg.dataset.test_split]
 
 
@@ -103,9 +111,9 @@ def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None)
     """
     rc = cfg.retrieve
     test = dataset.split_queries(cfg.dataset.test_split)
-    dev_qrels = dataset.qrels[cfg.dataset.dev_split] if chooses_on_dev(cfg) else {}
+    dev_qrels = dataset.qrels[cfg.dataset.dev] if chooses_on_dev(cfg) else {}
     # Dev first, then test: one encoding and one BM25 pass serve both.
-    queries = {**dataset.split_queries(cfg.dataset.dev_split), **test} if dev_qrels else test
+    queries = {**dataset.split_queries(cfg.dataset.dev), **test} if dev_qrels else test
     qids = list(queries)
     choices: dict[str, Any] = {"mode": rc.mode, "top_k": rc.top_k}
 
@@ -119,25 +127,33 @@ def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None)
     if rc.mode != "dense":
         sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)
 
-    # 2. Pseudo-relevance feedback, if dev finds it helps.
+    # 2. Pseudo-relevance feedback, if dev finds it helps (without a dev split: none).
     if rc.prf and dense_run is not None:
-        dense_run, feedback = _feedback(dense, qids, emb, dense_run, sparse, dev_qrels, cfg)
-        choices |= feedback
+        if dev_qrels:
+            dense_run, feedback = _feedback(dense, qids, emb, dense_run, sparse, dev_qrels, cfg)
+            choices |= feedback
+        else:
+            log.warning("No dev split to choose the dense feedback on: no feedback")
+            choices |= {"prf_k": 0, "prf_fallback": NO_DEV}
 
     # 3. A hybrid's fusion, chosen on dev, of the final dense run and the BM25 run.
     if rc.mode != "hybrid":
         return Retrieval(subset(dense_run if dense_run is not None else sparse, test), choices)
-    choice = _dev_fusion(dense_run, sparse, dev_qrels, cfg)
+    choices["fusion"] = rc.fusion
+    if dev_qrels:
+        choice = _dev_fusion(dense_run, sparse, dev_qrels, cfg)
+        param = choice.param
+        choices |= {
+            choice.param_name: choice.param,
+            f"dev_{choice.metric}": choice.dev,
+            f"dev_{choice.metric}_grid": choice.grid,
+        }
+    else:
+        name, param = FALLBACK_FUSION[rc.fusion]
+        log.warning("No dev split to choose the fusion on: %s=%s, not chosen", name, param)
+        choices |= {name: param, "fusion_fallback": NO_DEV}
     test_qids = dataset.qrels[cfg.dataset.test_split]
-    run = fuse(
-        subset(dense_run, test_qids), subset(sparse, test_qids), rc.fusion, choice.param, rc.top_k
-    )
-    choices |= {
-        "fusion": rc.fusion,
-        choice.param_name: choice.param,
-        f"dev_{choice.metric}": choice.dev,
-        f"dev_{choice.metric}_grid": choice.grid,
-    }
+    run = fuse(subset(dense_run, test_qids), subset(sparse, test_qids), rc.fusion, param, rc.top_k)
     return Retrieval(run, choices)
 
 

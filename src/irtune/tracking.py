@@ -53,6 +53,7 @@ def build_record(
     train_history: dict[str, Any],
     artifacts: list[Path],
     retrieve_choices: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble everything one MLflow run holds.
 
@@ -65,13 +66,19 @@ def build_record(
         artifacts: Files to attach.
         retrieve_choices: The retrieve stage's ``metrics/retrieve.json``: what it chose on
             dev (feedback ``prf_k``/``prf_beta``, a fusion's ``dense_weight`` or ``rrf_k``)
-            becomes ``chosen.*`` metrics, the dev scores behind it ``dev_*`` metrics.
+            becomes ``chosen.*`` metrics, the dev scores behind it ``dev_*`` metrics, and a
+            choice that fell back (no dev split) says so in a ``fallback.*`` tag.
+        data: The download stage's ``metrics/download.json``: its counts become ``data.*``
+            metrics, and the ``dev_split`` tag says where dev came from (a carve-out: how
+            many train queries, which seed; its query ids are in the file, an artifact).
 
     Returns:
         A JSON-serialisable record; ``run_key`` identifies it across retries.
     """
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     compared = {run: significance[run] for run in ("retrieve", "rerank") if run in significance}
+    data = data or {}
+    retrieve_choices = retrieve_choices or {}
     return {
         "run_key": uuid.uuid4().hex,
         "run_name": exp_name or f"workspace-{datetime.now(UTC):%Y%m%d-%H%M%S}",
@@ -84,6 +91,12 @@ def build_record(
             "dataset": cfg.dataset.name,
             "base_model": cfg.model.base,
             "loss": cfg.loss.name,
+            "dev_split": _dev_origin(cfg, data),
+        }
+        | {
+            f"fallback.{key.removesuffix('_fallback')}": value
+            for key, value in retrieve_choices.items()
+            if key.endswith("_fallback")
         }
         | ({"sweep": cfg.sweep.name, "sweep_id": cfg.sweep.id} if cfg.sweep.name else {})
         | {
@@ -100,7 +113,8 @@ def build_record(
             for name, value in values.items()
         }
         | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()}
-        | _choices(retrieve_choices or {})
+        | _choices(retrieve_choices)
+        | {f"data.{k}": v for k, v in data.items() if isinstance(v, int | float)}
         | {
             f"{run}.{m}_{key}": r[key]
             for run, res in compared.items()
@@ -110,6 +124,17 @@ def build_record(
         "histories": _histories(train_history),
         "artifacts": [str(p) for p in artifacts],
     }
+
+
+def _dev_origin(cfg: Config, data: dict[str, Any]) -> str:
+    """Where the dev split came from, in words: the MLflow tag ``dev_split``."""
+    carve = data.get("dev_carve")
+    if carve:
+        return (
+            f"carved from {carve['from_split']}: {carve['queries']} queries "
+            f"(fraction {carve['fraction']:g}, seed {carve['seed']})"
+        )
+    return cfg.dataset.dev or "none"
 
 
 def _choices(retrieve: dict[str, Any]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from typing import Any
 from irtune.beir import BeirDataset, doc_text
 from irtune.config import MNRL_FAMILY, Config, flatten
 from irtune.errors import ConfigError
-from irtune.models import load_bi_encoder, save_model
+from irtune.models import load_base_model, prompts, save_model
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ def build_loss(cfg: Config, model):
     if name in ("gist", "cached_gist"):
         # The guide (by default the untouched base model) masks in-batch negatives it finds
         # more similar to the anchor than the positive: NFCorpus' many shared positives.
-        guide = load_bi_encoder(
-            cfg.loss.guide or cfg.model.base, trust_remote_code=cfg.model.trust_remote_code
-        )
-        guide.max_seq_length = cfg.train.max_seq_length
+        guide = load_base_model(cfg, cfg.loss.guide, max_seq_length=cfg.train.max_seq_length)
         if name == "gist":
             return losses.GISTEmbedLoss(model, guide, temperature=cfg.loss.temperature)
         return losses.CachedGISTEmbedLoss(
@@ -90,15 +87,34 @@ def build_loss(cfg: Config, model):
     raise ConfigError(f"loss.name: unknown loss {name!r}")
 
 
-def dev_evaluator(dataset: BeirDataset, cfg: Config):
-    """An IR evaluator over the dev split and the whole corpus."""
+#: The text columns that hold queries; the others (positive, negative_n, sentence2) hold
+#: documents, and the score column no text.
+QUERY_COLUMNS = ("anchor", "sentence1")
+SCORE_COLUMN = "score"
+
+
+def column_prompts(model, columns: list[str]) -> dict[str, str] | None:
+    """The prompt of each text column for the trainer: the model's query prompt for query
+    columns, its document prompt for the others; None when it has neither (no prompts)."""
+    query, document = prompts(model)
+    if not (query or document):
+        return None
+    return {
+        column: query if column in QUERY_COLUMNS else document
+        for column in columns
+        if column != SCORE_COLUMN
+    }
+
+
+def dev_evaluator(dataset: BeirDataset, cfg: Config, model):
+    """An IR evaluator over the dev split and the whole corpus, with ``model``'s prompts."""
     from sentence_transformers.sentence_transformer.evaluation import (
         InformationRetrievalEvaluator,
     )
 
-    qrels = dataset.qrels[cfg.dataset.dev_split]
+    qrels = dataset.qrels[cfg.dataset.dev]
     return InformationRetrievalEvaluator(
-        queries=dataset.split_queries(cfg.dataset.dev_split),
+        queries=dataset.split_queries(cfg.dataset.dev),
         corpus={did: doc_text(doc) for did, doc in dataset.corpus.items()},
         relevant_docs={qid: {d for d, g in docs.items() if g > 0} for qid, docs in qrels.items()},
         ndcg_at_k=[cfg.evaluate.ndcg_k],
@@ -109,6 +125,8 @@ def dev_evaluator(dataset: BeirDataset, cfg: Config):
         batch_size=cfg.encode.batch_size,
         name="dev",
         write_csv=False,
+        query_prompt=prompts(model)[0] or None,
+        corpus_prompt=prompts(model)[1] or None,
     )
 
 
@@ -145,8 +163,7 @@ def train(
     from sentence_transformers.base.sampler import BatchSamplers
 
     # 1. The base model, with the sequence length the whole experiment uses.
-    model = load_bi_encoder(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
-    model.max_seq_length = cfg.train.max_seq_length
+    model = load_base_model(cfg, max_seq_length=cfg.train.max_seq_length)
     result = TrainResult()
 
     # 2. Zero epochs: the base model itself, so zero-shot baselines run through the same DAG.
@@ -155,6 +172,10 @@ def train(
         save_model(model, out_dir)
         result.summary = {"epochs": 0, "steps": 0, "train_rows": 0}
         return result
+
+    eval_dev = cfg.train.eval_dev and bool(cfg.dataset.dev)
+    if cfg.train.eval_dev and not eval_dev:
+        log.warning("train.eval_dev: the dataset has no dev split, so there is no dev curve")
 
     # 3. The loss and its data. The MNRL family treats every other in-batch positive as a
     #    negative, so a batch must not hold the same text twice: the no-duplicates sampler.
@@ -173,13 +194,14 @@ def train(
         seed=cfg.train.seed,
         data_seed=cfg.train.seed,
         batch_sampler=sampler,
-        eval_strategy="epoch" if cfg.train.eval_dev else "no",
+        eval_strategy="epoch" if eval_dev else "no",
         save_strategy="steps" if cfg.train.checkpoint_steps else "no",
         save_steps=cfg.train.checkpoint_steps or 500,
         save_total_limit=1,
         logging_steps=cfg.train.logging_steps,
         logging_first_step=True,
         report_to="none",  # MLflow logging happens once per pipeline run, in evaluate
+        prompts=column_prompts(model, train_dataset.column_names),
         dataloader_drop_last=False,
     )
 
@@ -189,7 +211,7 @@ def train(
         args=args,
         train_dataset=train_dataset,
         loss=loss,
-        evaluator=dev_evaluator(dataset, cfg) if cfg.train.eval_dev else None,
+        evaluator=dev_evaluator(dataset, cfg, model) if eval_dev else None,
     )
     log.info(
         "Training %s with %s on %d rows for %d epoch(s), batch %d",
