@@ -129,32 +129,35 @@ def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None)
 
     # 2. Pseudo-relevance feedback, if dev finds it helps (without a dev split: none).
     if rc.prf and dense_run is not None:
-        if dev_qrels:
-            dense_run, feedback = _feedback(dense, qids, emb, dense_run, sparse, dev_qrels, cfg)
-            choices |= feedback
-        else:
-            log.warning("No dev split to choose the dense feedback on: no feedback")
-            choices |= {"prf_k": 0, "prf_fallback": NO_DEV}
+        dense_run, feedback = _feedback(dense, qids, emb, dense_run, sparse, dev_qrels, cfg)
+        choices |= feedback
 
     # 3. A hybrid's fusion, chosen on dev, of the final dense run and the BM25 run.
     if rc.mode != "hybrid":
         return Retrieval(subset(dense_run if dense_run is not None else sparse, test), choices)
-    choices["fusion"] = rc.fusion
-    if dev_qrels:
-        choice = _dev_fusion(dense_run, sparse, dev_qrels, cfg)
-        param = choice.param
-        choices |= {
-            choice.param_name: choice.param,
-            f"dev_{choice.metric}": choice.dev,
-            f"dev_{choice.metric}_grid": choice.grid,
-        }
-    else:
-        name, param = FALLBACK_FUSION[rc.fusion]
-        log.warning("No dev split to choose the fusion on: %s=%s, not chosen", name, param)
-        choices |= {name: param, "fusion_fallback": NO_DEV}
+    param, fusion = _fusion(dense_run, sparse, dev_qrels, cfg)
     test_qids = dataset.qrels[cfg.dataset.test_split]
     run = fuse(subset(dense_run, test_qids), subset(sparse, test_qids), rc.fusion, param, rc.top_k)
-    return Retrieval(run, choices)
+    return Retrieval(run, choices | fusion)
+
+
+def _fusion(
+    dense_run: Run, sparse: Run, dev_qrels: Qrels, cfg: Config
+) -> tuple[float, dict[str, Any]]:
+    """The final fusion's parameter, chosen on dev (a fallback without one), and the record
+    of the choice."""
+    rc = cfg.retrieve
+    if not dev_qrels:
+        name, param = FALLBACK_FUSION[rc.fusion]
+        log.warning("No dev split to choose the fusion on: %s=%s, not chosen", name, param)
+        return param, {"fusion": rc.fusion, name: param, "fusion_fallback": NO_DEV}
+    choice = _dev_fusion(dense_run, sparse, dev_qrels, cfg)
+    return choice.param, {
+        "fusion": rc.fusion,
+        choice.param_name: choice.param,
+        f"dev_{choice.metric}": choice.dev,
+        f"dev_{choice.metric}_grid": choice.grid,
+    }
 
 
 def _dev_fusion(dense_run: Run, sparse: Run, dev_qrels: Qrels, cfg: Config) -> FusionChoice:
@@ -187,9 +190,13 @@ def _feedback(
     dev first; ``(k, beta)`` is then scored by the dev NDCG of the fused run.
 
     Returns:
-        The new dense run of every query in ``qids``, and what was chosen.
+        The new dense run of every query in ``qids``, and what was chosen. Without a dev
+        split: ``dense_run`` itself, and no feedback.
     """
     rc = cfg.retrieve
+    if not dev_qrels:
+        log.warning("No dev split to choose the dense feedback on: no feedback")
+        return dense_run, {"prf_k": 0, "prf_fallback": NO_DEV}
     chosen: dict[str, Any] = {}
     first_pass = combine = None  # dense mode: the dense search's own top documents
     if sparse is not None:
