@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -58,11 +59,18 @@ def test_zero_epochs_passes_the_base_model_through(
     np.testing.assert_allclose(saved.encode(PROBE, convert_to_numpy=True), base, atol=1e-6)
 
 
-def test_mnrl_two_epochs(dataset: BeirDataset, tiny_bi_encoder: Path, tmp_path: Path) -> None:
-    """MNRL training changes the weights and reports a loss curve and one dev point per epoch."""
+def test_mnrl_two_epochs(
+    dataset: BeirDataset, tiny_bi_encoder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MNRL training changes the weights, reports a loss curve and one dev point per epoch,
+    and says early on how long the rest will take."""
     cfg = _cfg(tiny_bi_encoder, train={"epochs": 2}, loss={"name": "mnrl"})
     rows = build_rows(dataset, cfg)
+    caplog.set_level(logging.INFO, logger="irtune.train")
     result = train(rows, dataset, cfg, tmp_path / "model", tmp_path / "work")
+    left = [r.getMessage() for r in caplog.records if "left" in r.getMessage()]
+    steps = result.summary["steps"]
+    assert len(left) == 1 and f"4 of {steps} steps done" in left[0], left
 
     assert _changed(_weights(tiny_bi_encoder), _weights(tmp_path / "model")) > 0
 

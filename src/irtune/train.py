@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from irtune.beir import BeirDataset, doc_text
 from irtune.config import MNRL_FAMILY, Config, flatten
 from irtune.errors import ConfigError
@@ -212,6 +214,7 @@ def train(
         train_dataset=train_dataset,
         loss=loss,
         evaluator=dev_evaluator(dataset, cfg, model) if eval_dev else None,
+        callbacks=[TimeLeft()],
     )
     log.info(
         "Training %s with %s on %d rows for %d epoch(s), batch %d",
@@ -246,6 +249,40 @@ def train(
         )
     log.info("Trained %d steps in %.1fs", trainer.state.global_step, seconds)
     return result
+
+
+class TimeLeft(TrainerCallback):
+    """Says, once the first steps are timed, how long the rest of the schedule will take:
+    on a CPU a full recipe can take hours, and the user should know before waiting."""
+
+    #: Steps timed before the estimate: the first ones include warm-up allocations.
+    TIMED_STEPS = 3
+
+    def __init__(self) -> None:
+        self.start: tuple[int, float] | None = None
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if self.start is None:
+            self.start = (state.global_step, time.perf_counter())
+            return
+        step, since = self.start
+        if state.global_step == step + self.TIMED_STEPS:
+            per_step = (time.perf_counter() - since) / self.TIMED_STEPS
+            left = (state.max_steps - state.global_step) * per_step
+            log.info(
+                "Training: %d of %d steps done at %.1f s a step: about %s left",
+                state.global_step,
+                state.max_steps,
+                per_step,
+                _duration(left),
+            )
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def last_checkpoint(work_dir: Path) -> str | None:
