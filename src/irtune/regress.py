@@ -183,7 +183,8 @@ def check_row(
     differences = params_differences(want, params)
     if differences:
         note = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
-        checks.append(Check(row.name, "params", "FAIL", note=f"{note} (RERUN=1 reruns it)"))
+        note += " (the OVERRIDES it ran with? else RERUN=1 runs the row again)"
+        checks.append(Check(row.name, "params", "FAIL", note=note))
     return checks + compare_metrics(row, metrics)
 
 
@@ -199,7 +200,7 @@ def report(checks: list[Check]) -> str:
     for c in checks:
         delta = None
         if c.expected is not None and c.actual is not None:
-            delta = round(c.actual - c.expected, 6) + 0.0  # + 0.0: no "-0.0000"
+            delta = round(c.actual - c.expected, 4) + 0.0  # as shown; + 0.0: no "-0.0000"
         line = (
             f"{c.row:<{width}}  {c.metric:<14} {num(c.expected):>9} {num(c.actual):>9} "
             f"{num(delta, '+.4f'):>9} {num(c.tolerance, 'g'):>7}  {c.status}"
