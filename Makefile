@@ -14,12 +14,16 @@ JOBS ?= 1
 A ?= workspace
 B ?=
 RUN ?= retrieve
+# `make regress ROW=nfcorpus-zero-shot RERUN=1`: rows of RESULTS_FILE (default all), read or run.
+ROW ?=
+RERUN ?=
+RESULTS_FILE ?= results.yaml
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run params sweep report compare exps test lint sync ui bench clean
+.PHONY: help install browser run params sweep report compare regress results exps test lint sync ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +60,15 @@ report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 
 compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank)
 	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN)
+
+# Both run the repository's own library (as dvc.yaml's stages do): they read its dvc.yaml and
+# results.yaml, and regress runs its experiments.
+regress: $(STAMP) ## Check results.yaml: read or run each row, OK/FAIL per metric (ROW=, RERUN=1, OVERRIDES)
+	PYTHONPATH=src $(BIN)/python -m irtune.regress --results $(RESULTS_FILE) \
+	  $(if $(ROW),--row $(ROW)) $(if $(RERUN),--rerun) $(OVERRIDES)
+
+results: $(STAMP) ## Regenerate RESULTS.md's recipe tables from results.yaml
+	PYTHONPATH=src $(BIN)/python -m irtune.results --results $(RESULTS_FILE)
 
 exps: $(STAMP) ## dvc exp show, with the columns that matter
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'

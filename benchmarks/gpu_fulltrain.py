@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from irtune.pipeline import declared_params, interpolate, load_stages, lookup
+from irtune.pipeline import declared_params, interpolate, load_stages, lookup, stage_outputs
 
 log = logging.getLogger("gpu_fulltrain")
 
@@ -247,10 +247,6 @@ def unpack_model(packed: Path, dest: Path) -> None:
     )
 
 
-def _paths(entries: list) -> list[str]:
-    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
-
-
 @dataclass
 class Stage:
     """A stage of ``dvc.yaml`` with its ``${...}`` references resolved."""
@@ -272,7 +268,7 @@ def read_stages(dvc_yaml: Path, params: dict[str, Any]) -> list[Stage]:
     stages = []
     for name, spec in load_stages(dvc_yaml).items():
         deps = [interpolate(d, params) for d in spec.get("deps", [])]
-        outs = _paths(spec.get("outs")) + _paths(spec.get("metrics"))
+        outs = stage_outputs(spec)
         stages.append(
             Stage(
                 name,

@@ -6,6 +6,7 @@ from pathlib import Path
 from irtune.beir import find_file, read_qrels
 from irtune.evaluate import evaluate_runs
 from irtune.io import read_json, write_json
+from irtune.plots import FINAL_RUN, per_query_delta
 from irtune.runs import read_trec_run
 from irtune.stage import run_stage, stage_parser
 from irtune.tracking import build_record, log_record
@@ -30,6 +31,9 @@ def build_parser():
     )
     parser.add_argument("--per-query", type=Path, required=True, help="per-query metrics (JSON)")
     parser.add_argument("--record", type=Path, required=True, help="the MLflow run (JSON)")
+    parser.add_argument(
+        "--delta-plot", type=Path, required=True, help="per-query delta vs zero-shot (DVC plot)"
+    )
     return parser
 
 
@@ -41,6 +45,8 @@ def main(args, cfg):
     write_json(args.per_query, result.per_query)
     write_json(args.significance, result.significance)
     write_json(args.out, result.metrics)
+    delta = per_query_delta(qrels, result.per_query[FINAL_RUN], baseline, cfg.evaluate)
+    write_json(args.delta_plot, delta)
 
     # One MLflow run, built from files on disk so cached upstream stages lose nothing; the
     # record stays on disk for `make sync` if the store cannot be reached.

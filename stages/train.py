@@ -26,6 +26,8 @@ def build_parser():
         required=True,
         help="summary, loss curve and per-epoch dev curve (JSON)",
     )
+    parser.add_argument("--loss-plot", type=Path, required=True, help="loss curve (DVC plot)")
+    parser.add_argument("--dev-plot", type=Path, required=True, help="dev curve (DVC plot)")
     return parser
 
 
@@ -35,6 +37,8 @@ def main(args, cfg):
     work_dir = checkpoint_dir(repo_root(), args.rows, cfg)
     result = train(read_jsonl(args.rows), dataset, cfg, args.out, work_dir)
     write_json(args.history, result.history())
+    write_json(args.loss_plot, result.loss_curve)
+    write_json(args.dev_plot, result.dev_curve)
 
 
 if __name__ == "__main__":

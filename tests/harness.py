@@ -27,7 +27,7 @@ from irtune.config import Config, IndexConfig
 from irtune.encode import write_embeddings
 from irtune.index import build_index, write_index
 from irtune.io import write_jsonl
-from irtune.pipeline import DVC_YAML, interpolate, load_stages
+from irtune.pipeline import DVC_YAML, entry_paths, interpolate, load_stages, stage_outputs
 from irtune.runs import write_trec_run
 from irtune.stage import run_stage
 
@@ -35,11 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml's stages, in file order.
 DVC_STAGES: dict[str, dict[str, Any]] = load_stages(REPO / DVC_YAML)
 STAGES = list(DVC_STAGES)
-
-
-def paths(entries: list | None) -> list[str]:
-    """The paths of a dvc.yaml deps/outs/metrics list (strings or one-key mappings)."""
-    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+#: The paths of a deps/outs/metrics/plots list; every path a stage declares it writes.
+paths, outputs = entry_paths, stage_outputs
 
 
 def split_cmd(cmd: str) -> tuple[dict[str, str], list[str]]:
@@ -60,9 +57,8 @@ def stage_argv(name: str, params: dict[str, Any]) -> list[str]:
 
 
 def declared_outputs(name: str, params: dict[str, Any]) -> list[str]:
-    """The outs and metrics paths dvc.yaml declares for stage ``name``, resolved."""
-    stage = DVC_STAGES[name]
-    return [interpolate(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))]
+    """The outs, metrics and plots paths dvc.yaml declares for stage ``name``, resolved."""
+    return [interpolate(p, params) for p in outputs(DVC_STAGES[name])]
 
 
 def load_stage(name: str):

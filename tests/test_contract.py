@@ -21,7 +21,16 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import DVC_STAGES, REPO, StageWorkspace, load_stage, paths, split_cmd, tiny_params
+from harness import (
+    DVC_STAGES,
+    REPO,
+    StageWorkspace,
+    load_stage,
+    outputs,
+    paths,
+    split_cmd,
+    tiny_params,
+)
 
 from irtune.compose import compose
 from irtune.config import ScopedConfig, flatten, validate
@@ -42,7 +51,17 @@ ORDER = [
     "evaluate",
 ]
 #: Stage options (argparse dests) that name files or folders the stage writes / reads.
-OUTPUT_OPTIONS = {"out", "metrics", "history", "per_query", "record", "significance"}
+OUTPUT_OPTIONS = {
+    "out",
+    "metrics",
+    "history",
+    "per_query",
+    "record",
+    "significance",
+    "loss_plot",
+    "dev_plot",
+    "delta_plot",
+}
 INPUT_OPTIONS = {
     "data",
     "rows",
@@ -182,7 +201,7 @@ def test_stage_order_is_topological(params: dict[str, Any]) -> None:
     producer = {
         interpolate(path, params): name
         for name, stage in DVC_STAGES.items()
-        for path in paths(stage.get("outs")) + paths(stage.get("metrics"))
+        for path in outputs(stage)
     }
     position = {name: i for i, name in enumerate(DVC_STAGES)}
     for name, stage in DVC_STAGES.items():
@@ -208,13 +227,13 @@ def test_cmd_parses_and_paths_are_declared(name: str, params: dict[str, Any]) ->
     metrics, and every path it reads is in deps."""
     args = _parse(name, params)
     stage = DVC_STAGES[name]
-    outs = {interpolate(p, params) for p in paths(stage.get("outs")) + paths(stage.get("metrics"))}
+    outs = {interpolate(p, params) for p in outputs(stage)}
     deps = {interpolate(p, params) for p in paths(stage.get("deps"))}
     for dest, value in vars(args).items():
         if value is None or dest == "params":
             continue
         if dest in OUTPUT_OPTIONS:
-            assert str(value) in outs, f"{name}: --{dest} {value} is not in outs/metrics"
+            assert str(value) in outs, f"{name}: --{dest} {value} is not in outs/metrics/plots"
         elif dest in INPUT_OPTIONS:
             assert str(value) in deps, f"{name}: --{dest} {value} is not in deps"
 
@@ -238,7 +257,7 @@ def test_declared_outputs_are_written_by_the_cmd(name: str, params: dict[str, An
     args = _parse(name, params)
     written = {str(v) for d, v in vars(args).items() if d in OUTPUT_OPTIONS and v is not None}
     stage = DVC_STAGES[name]
-    for path in paths(stage.get("outs")) + paths(stage.get("metrics")):
+    for path in outputs(stage):
         assert interpolate(path, params) in written, f"{name} declares {path} but never writes it"
 
 
@@ -261,11 +280,7 @@ def test_listed_params_exist(name: str, params: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ORDER)
 def test_deps_exist_or_are_produced(name: str, params: dict[str, Any]) -> None:
     """Every dep is a file in the repository or the output of another stage."""
-    produced = {
-        interpolate(p, params)
-        for stage in DVC_STAGES.values()
-        for p in paths(stage.get("outs")) + paths(stage.get("metrics"))
-    }
+    produced = {interpolate(p, params) for stage in DVC_STAGES.values() for p in outputs(stage)}
     for dep in paths(DVC_STAGES[name].get("deps")):
         path = interpolate(dep, params)
         assert path in produced or (REPO / path).exists(), f"{name}: dep {dep} does not exist"

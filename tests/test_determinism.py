@@ -44,12 +44,20 @@ def two_runs(
 
 
 def test_metrics_are_byte_identical(two_runs: tuple[Path, Path]) -> None:
-    """Every metrics/*.json file (download ... evaluate) and every TREC run is byte-identical
-    between the two runs."""
+    """Every metrics/*.json file (download ... evaluate), every plot's data and every TREC run
+    is byte-identical between the two runs."""
     first, second = two_runs
-    names = sorted(p.relative_to(first).as_posix() for p in first.glob("metrics/*.json"))
-    assert len(names) >= 6, f"too few metrics files: {names}"
-    assert names == sorted(p.relative_to(second).as_posix() for p in second.glob("metrics/*.json"))
+    names = sorted(
+        p.relative_to(first).as_posix()
+        for pattern in ("metrics/*.json", "plots/*.json")
+        for p in first.glob(pattern)
+    )
+    assert len(names) >= 9, f"too few metrics and plots files: {names}"
+    assert names == sorted(
+        p.relative_to(second).as_posix()
+        for pattern in ("metrics/*.json", "plots/*.json")
+        for p in second.glob(pattern)
+    )
     runs = sorted(p.relative_to(first).as_posix() for p in first.glob("data/runs/*.trec"))
     assert len(runs) == 3, runs
     differ = [n for n in names + runs if (first / n).read_bytes() != (second / n).read_bytes()]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness import DVC_STAGES, STAGES, StageWorkspace, paths, tiny_params
+from harness import DVC_STAGES, STAGES, StageWorkspace, outputs, tiny_params
 
 from irtune.beir import read_beir, stats
 from irtune.config import EvaluateConfig
@@ -49,9 +49,9 @@ def _json(pipeline: StageWorkspace, rel: str) -> Any:
 
 @pytest.mark.parametrize("name", STAGES)
 def test_declared_outputs_exist(pipeline: StageWorkspace, name: str) -> None:
-    """Every out and metrics file dvc.yaml declares for the stage was written, non-empty."""
-    stage = DVC_STAGES[name]
-    declared = paths(stage.get("outs")) + paths(stage.get("metrics"))
+    """Every out, metrics and plots file dvc.yaml declares for the stage was written,
+    non-empty."""
+    declared = outputs(DVC_STAGES[name])
     assert declared
     for rel in declared:
         path = pipeline.path(rel)
@@ -157,6 +157,35 @@ def test_eval_metrics(pipeline: StageWorkspace, tiny_beir: Path) -> None:
         assert set(per_query[run]) == test_qids
         mean = sum(q["ndcg_at_10"] for q in per_query[run].values()) / len(test_qids)
         assert metrics[run]["ndcg_at_10"] == pytest.approx(mean, abs=1e-6)
+
+
+def test_plot_data(pipeline: StageWorkspace) -> None:
+    """The DVC plots: train's loss and dev curves are those of metrics/train.json, and the
+    per-query delta holds every test query once, best gain first, each its final run's
+    NDCG@10 minus the zero-shot run's."""
+    history = _json(pipeline, "metrics/train.json")
+    assert _json(pipeline, "plots/train_loss.json") == history["loss_curve"]
+    assert _json(pipeline, "plots/dev_curve.json") == history["dev_curve"]
+
+    points = _json(pipeline, "plots/per_query_delta.json")
+    per_query = _json(pipeline, "data/eval/per_query.json")["rerank"]
+    assert sorted(p["query"] for p in points) == sorted(per_query)
+    assert [p["rank"] for p in points] == list(range(1, len(points) + 1))
+    deltas = [p["delta"] for p in points]
+    assert deltas == sorted(deltas, reverse=True)
+    for p in points:
+        assert p["value"] == per_query[p["query"]]["ndcg_at_10"]
+        assert p["delta"] == pytest.approx(p["value"] - p["zero_shot"], abs=2e-6)
+    # The zero-shot side is the baseline run's own per-query score.
+    from irtune.beir import find_file, read_qrels
+    from irtune.evaluate import evaluate_run
+
+    qrels = read_qrels(find_file(pipeline.path("data/raw/${dataset.name}") / "qrels", "test.tsv"))
+    baseline = read_trec_run(pipeline.path("data/runs/baseline.trec"))
+    _, zero_shot = evaluate_run(qrels, baseline, EvaluateConfig())
+    assert {p["query"]: p["zero_shot"] for p in points} == {
+        q: v["ndcg_at_10"] for q, v in zero_shot.items()
+    }
 
 
 def test_significance(pipeline: StageWorkspace) -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+from irtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,24 @@ def compose(overrides: list[str], root: Path = Path("."), output: str = "params.
     )
     load_config(out)
     return out
+
+
+def compose_params(overrides: list[str], root: Path = Path(".")) -> dict[str, Any]:
+    """The params ``dvc exp run -S <override>...`` composes from ``root/conf``, validated,
+    without writing ``params.yaml``.
+
+    Raises:
+        ConfigError: Naming the overrides and what is wrong: a bad key or value, or Hydra's
+            own complaint (an unknown config group option, bad override syntax).
+    """
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            out = compose(overrides, root=root, output=str(Path(tmp) / "params.yaml"))
+        except Exception as exc:  # ConfigError, or Hydra's errors
+            raise ConfigError(f"{' '.join(overrides) or '(no overrides)'}: {exc}") from None
+        return yaml.safe_load(out.read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:

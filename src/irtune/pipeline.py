@@ -65,6 +65,18 @@ def declared_params(stage: dict[str, Any]) -> list[str] | None:
     return keys
 
 
+def entry_paths(entries: list | None) -> list[str]:
+    """The paths of a ``dvc.yaml`` deps/outs/metrics/plots list, whose entries are a path or
+    a one-key mapping of a path to its options (``{"metrics/eval.json": {"cache": False}}``)."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def stage_outputs(stage: dict[str, Any]) -> list[str]:
+    """Every path a ``dvc.yaml`` stage declares it writes: its outs, metrics and plots, as
+    written there (``${...}`` unresolved)."""
+    return [p for key in ("outs", "metrics", "plots") for p in entry_paths(stage.get(key))]
+
+
 def stage_config(cfg: Config, stage: str, dvc_yaml: Path) -> Config | ScopedConfig:
     """The config stage ``stage`` may read: scoped to the params ``dvc_yaml`` lists for it.
 

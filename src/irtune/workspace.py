@@ -18,7 +18,7 @@ from pathlib import Path
 
 #: Untracked paths that are pipeline *products* (another config, another dataset), not
 #: uncommitted source work: never copied into a throwaway workspace.
-GENERATED = ("dvc.lock", "params.yaml", "metrics/", "data/", "mlflow.db", "reports/")
+GENERATED = ("dvc.lock", "params.yaml", "metrics/", "plots/", "data/", "mlflow.db", "reports/")
 
 #: Variables that tie a process to a DVC stage or experiment, or to a tracking store: a
 #: throwaway workspace must not inherit them from whoever runs it.

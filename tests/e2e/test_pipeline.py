@@ -8,9 +8,12 @@ The phases run in file order and share one repository (module-scoped fixture):
 2. ``dvc exp run -S loss=cosent`` (a workspace experiment) logs a second run.
 3. A queued two-experiment sweep, run by a ``dvc queue`` worker in DVC's temporary copies,
    logs two more runs -- into the *same* store as the workspace runs.
-4. ``make compare`` tests those two experiments against each other per query.
+4. ``make compare`` tests those two experiments against each other per query, and
+   ``dvc plots diff`` draws their loss curves, dev curves and per-query deltas together.
 5. A named sweep (``python -m irtune.sweep run``) survives its failing members and writes
    its report; the MLflow UI shows it in a real browser.
+6. ``make regress`` runs a results file's rows as experiments, then checks them: OK for the
+   values a real run measured, FAIL for a wrong one, for params that differ, and a rerun.
 
 A phase is skipped when the one before it failed, so a failure is reported once.
 No mocks: every command is a subprocess, exactly as a user would type it. The repository,
@@ -28,6 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo
+
+from irtune.workspace import run_captured
 
 pytestmark = pytest.mark.e2e
 
@@ -208,17 +213,22 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     repo.passed.add("queue")
 
 
-def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
-    """`make compare` runs the evaluate stage's paired test between any two experiments,
-    reading their per-query metrics through DVC, and names a side DVC cannot find."""
-    repo.require("queue")
+def _queued_pair(repo: E2ERepo) -> tuple[str, str]:
+    """The names of the queued sweep's two experiments: (cosent's, mnrl's)."""
     shown = repo.exp_data()
     by_loss = {
         shown[n]["loss"]["name"]: n
         for n in repo.exp_names()
         if shown.get(n, {}).get("train", {}).get("epochs") == 2
     }
-    a, b = by_loss["cosent"], by_loss["mnrl"]
+    return by_loss["cosent"], by_loss["mnrl"]
+
+
+def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
+    """`make compare` runs the evaluate stage's paired test between any two experiments,
+    reading their per-query metrics through DVC, and names a side DVC cannot find."""
+    repo.require("queue")
+    a, b = _queued_pair(repo)
     out = repo.run(
         "make", "--no-print-directory", "compare", f"A={a}", f"B={b}", "RUN=rerank",
         f"BIN={VENV_BIN}", "STAMP=",
@@ -242,6 +252,49 @@ def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
         assert verdict == expected, out
     missing = repo.run("python", "-m", "irtune.compare", a, "no-such-exp", check=False)
     assert "no-such-exp: cannot read" in missing, missing
+
+
+def test_plots_show_and_diff_two_experiments(repo: E2ERepo) -> None:
+    """dvc.yaml's plots render as DVC users expect: `dvc plots show` draws the workspace's
+    three, and `dvc plots diff <exp-a> <exp-b>` lays the two queued experiments' loss
+    curves, dev curves and per-query deltas over each other, as JSON (what VS Code's DVC
+    extension reads) and as an HTML page."""
+    repo.require("queue")
+    dvc_yaml = yaml.safe_load((repo.root / "dvc.yaml").read_text(encoding="utf-8"))
+    plots = sorted(
+        next(iter(p)) if isinstance(p, dict) else p
+        for stage in dvc_yaml["stages"].values()
+        for p in stage.get("plots", [])
+    )
+    assert plots == [
+        "plots/dev_curve.json",
+        "plots/per_query_delta.json",
+        "plots/train_loss.json",
+    ], plots
+    page = repo.root.parent / "plots-show"
+    repo.dvc("plots", "show", "-o", str(page))
+    html = (page / "index.html").read_text(encoding="utf-8")
+    for title in ("Training loss", "Dev NDCG@10 at each epoch end", "per test query"):
+        assert title in html, f"`dvc plots show` has no {title!r} plot: {page / 'index.html'}"
+
+    a, b = _queued_pair(repo)
+    diff = json.loads(repo.dvc("plots", "diff", a, b, "--json"))
+    assert not diff.get("errors"), diff["errors"]
+    for path in plots:
+        (rendered,) = diff["data"][path]
+        assert rendered["revisions"] == [a, b], (path, rendered["revisions"])
+        values = rendered["content"]["data"]["values"]
+        for rev in (a, b):
+            assert any(v["rev"] == rev for v in values), f"{path}: no points of {rev}"
+    # The per-query delta: every test query once per experiment, on the same rank axis.
+    deltas = diff["data"]["plots/per_query_delta.json"][0]["content"]["data"]["values"]
+    ranks = {rev: sorted(v["rank"] for v in deltas if v["rev"] == rev) for rev in (a, b)}
+    assert ranks[a] == ranks[b] == list(range(1, len(ranks[a]) + 1)), ranks
+    page = repo.root.parent / "plots-diff"
+    repo.dvc("plots", "diff", a, b, "-o", str(page))
+    html = (page / "index.html").read_text(encoding="utf-8")
+    assert a in html and b in html, f"{page / 'index.html'} does not name both experiments"
+    repo.passed.add("plots")
 
 
 def _tiny_sweep(repo: E2ERepo) -> Path:
@@ -384,3 +437,78 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_serve
             f"{run.info.run_name}'s ndcg_at_10 {shown} not in the compare view's metrics; "
             f"screenshot: {ARTIFACTS / 'mlflow-sweep-compare.png'}"
         )
+
+
+def test_regress_checks_a_results_file_on_the_tiny_fixture(repo: E2ERepo) -> None:
+    """`make regress` on a results file of the tiny dataset: it runs a row that has no
+    experiment yet and prints what it measured; with that measurement (read back through
+    `dvc exp show`) as the row's expectation it reads the experiment and says OK, and a row
+    expecting 0.05 more says FAIL, as do params that are not the row's; RERUN=1 runs the row
+    again with every stage forced."""
+    repo.require("repro")
+    row, off = "tiny-zero-shot", "tiny-zero-shot-off"
+    results = repo.root / "tiny-results.yaml"
+
+    def regress(*args: str) -> tuple[int, str]:
+        result = run_captured(
+            ["make", "--no-print-directory", "regress", "RESULTS_FILE=tiny-results.yaml",
+             *args, f"BIN={VENV_BIN}", "STAMP="],
+            cwd=repo.root, env=repo.env, timeout=1800,
+        )  # fmt: skip
+        print(f"[e2e] make regress {' '.join(args)}: exit {result.returncode}", flush=True)
+        return result.returncode, result.output
+
+    def line(out: str, name: str, metric: str) -> list[str]:
+        found = [ln.split() for ln in out.splitlines() if ln.split()[:2] == [name, metric]]
+        assert len(found) == 1, f"no line for {name} {metric}:\n{out[-OUTPUT_TAIL:]}"
+        return found[0]
+
+    # 1. A row expecting nothing yet, with no experiment: it is run, and reports NEW.
+    results.write_text(
+        f"rows:\n  - {{name: {row}, dataset: tiny, overrides: [train.epochs=0]}}\n",
+        encoding="utf-8",
+    )
+    status, out = regress(f"ROW={row}")
+    assert status == 0, out[-OUTPUT_TAIL:]
+    assert f"dvc exp run -n {row} -S dataset=tiny -S train.epochs=0" in out, out[-OUTPUT_TAIL:]
+    assert row in repo.exp_names()
+    measured = repo.exp_data("metrics/eval.json")[row]["retrieve"]
+    assert set(measured) == set(METRICS), measured
+    for metric, value in measured.items():
+        assert line(out, row, metric)[2:] == ["-", f"{value:.4f}", "-", "-", "NEW", "nothing",
+                                              "expected", "yet"]  # fmt: skip
+
+    # 2. What the run measured becomes the row's expectation: read, not rerun, and OK. A row
+    #    expecting 0.05 more NDCG@10 has no experiment: it runs (from DVC's run cache) and FAILs.
+    expected = ", ".join(f"{m}: {v}" for m, v in measured.items())
+    wrong = round(measured["ndcg_at_10"] + 0.05, 6)
+    recipe = "dataset: tiny, overrides: [train.epochs=0]"
+    results.write_text(
+        "tolerance: 0.0001\nrows:\n"
+        f"  - {{name: {row}, {recipe}, expected: {{{expected}}}}}\n"
+        f"  - {{name: {off}, {recipe}, expected: {{ndcg_at_10: {wrong}}}}}\n",
+        encoding="utf-8",
+    )
+    status, out = regress()
+    assert status != 0, out[-OUTPUT_TAIL:]
+    assert f"{row}: read experiment" in out and f"dvc exp run -n {row} " not in out, out
+    for metric, value in measured.items():
+        assert line(out, row, metric)[2:] == [f"{value:.4f}", f"{value:.4f}", "+0.0000", "0.0001",
+                                              "OK"]  # fmt: skip
+    assert line(out, off, "ndcg_at_10")[2:] == [f"{wrong:.4f}", f"{measured['ndcg_at_10']:.4f}",
+                                                "-0.0500", "0.0001", "FAIL"]  # fmt: skip
+    assert f"4 OK, 1 FAIL; failed: {off}" in out, out[-OUTPUT_TAIL:]
+
+    # 3. An experiment whose params are not the row's (with these OVERRIDES) fails on params.
+    status, out = regress(f"ROW={row}", "OVERRIDES=retrieve.top_k=10")
+    assert status != 0
+    params = line(out, row, "params")
+    assert params[6] == "FAIL" and "retrieve.top_k: 20 (experiment) vs 10 (row)" in " ".join(
+        params
+    ), out[-OUTPUT_TAIL:]
+
+    # 4. RERUN=1: every stage of the row again (dvc exp run -f), the same figures.
+    status, out = regress(f"ROW={row}", "RERUN=1")
+    assert status == 0, out[-OUTPUT_TAIL:]
+    assert f"dvc exp run -n {row} -f" in out and "Running stage 'baseline'" in out, out
+    assert out.rstrip().splitlines()[-1] == "4 OK", out[-OUTPUT_TAIL:]
