@@ -42,8 +42,19 @@ def test_defaults_validate() -> None:
 def test_composed_defaults_validate(conf_copy: Path) -> None:
     """conf/ with no overrides composes into a params file that load_config accepts."""
     cfg = load_config(compose([], root=conf_copy))
-    assert cfg.loss.name == "mnrl"
+    assert cfg.loss.name == "gist"  # the default recipe, cpu_best
+    assert cfg == load_config(compose(["experiment=cpu_best"], root=conf_copy))
     assert cfg.index.type in ("flat", "hnsw", "ivf")
+
+
+def test_the_full_recipe_is_the_schemas_seed_recipe(conf_copy: Path) -> None:
+    """`experiment=full` composes the seed recipe: the schema's own defaults (MNRL over every
+    pair, 256 tokens, lr 2e-5, no feedback), for the dataset conf/ selects."""
+    cfg = load_config(compose(["experiment=full"], root=conf_copy))
+    seed = Config()
+    for section in ("loss", "prepare", "train", "retrieve"):
+        assert getattr(cfg, section) == getattr(seed, section), section
+    assert cfg.encode.max_seq_length == seed.encode.max_seq_length
 
 
 def test_unknown_key_names_the_key() -> None:

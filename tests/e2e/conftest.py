@@ -39,7 +39,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_assets: dict[str, Path])
     e2e.run("python", "-m", "irtune.compose")
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert params["dataset"]["source"] == str(tiny_assets["beir"]), params
-    assert params["loss"]["name"] == "mnrl", params
+    assert params["loss"]["name"] == "gist", params  # the default recipe's
     e2e.run("git", "add", "-A")
     e2e.run("git", "commit", "-q", "-m", "e2e: tiny config")
     print(f"[e2e] repository: {root}", flush=True)
