@@ -87,8 +87,8 @@ def test_bad_choice_fails(key: str, value: str) -> None:
         ({"prepare": {"mine_range_min": 50, "mine_range_max": 50}}, "prepare.mine_range_max"),
         ({"evaluate": {"permutations": 0}}, "evaluate.permutations"),
         ({"evaluate": {"bootstrap_resamples": -1}}, "evaluate.bootstrap_resamples"),
-        # 19 sign flips cannot give a p below 1/20 = alpha: no verdict could ever be reached.
-        ({"evaluate": {"permutations": 19}}, "evaluate.permutations"),
+        # 39 sign flips cannot give a two-sided p below 2/40 = alpha: no verdict, ever.
+        ({"evaluate": {"permutations": 39}}, "evaluate.permutations"),
         ({"sweep": {"seeds": [42, 43, 42]}}, "sweep.seeds"),
     ],
 )

@@ -222,7 +222,8 @@ class EvaluateConfig:
     #: ``permutation`` (randomization: random sign flips of the per-query differences) or
     #: ``ttest`` (Student's paired t-test).
     test: str = "permutation"
-    #: Random sign flips of the permutation test (the smallest p it can give is 1/(n+1)).
+    #: Random sign flips of the permutation test (the smallest two-sided p it can give is
+    #: 2/(n+1)).
     permutations: int = 10000
     #: Resamples of queries behind each delta's 95% bootstrap confidence interval.
     bootstrap_resamples: int = 10000
@@ -467,10 +468,11 @@ def _validate_retrieve(cfg: Config, source: str) -> None:
 
 def _validate_significance(cfg: Config, source: str) -> None:
     ev = cfg.evaluate
-    if ev.test == "permutation" and 1 / (ev.permutations + 1) >= ev.alpha:
+    if ev.test == "permutation" and 2 / (ev.permutations + 1) >= ev.alpha:
         raise ConfigError(
-            f"{source}: 'evaluate.permutations' is {ev.permutations}: the smallest p-value it "
-            f"can give, 1/{ev.permutations + 1}, is not below evaluate.alpha={ev.alpha}"
+            f"{source}: 'evaluate.permutations' is {ev.permutations}: the smallest two-sided "
+            f"p-value it can give, 2/{ev.permutations + 1}, is not below "
+            f"evaluate.alpha={ev.alpha}"
         )
     seeds = cfg.sweep.seeds
     if len(set(seeds)) != len(seeds):
