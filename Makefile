@@ -10,16 +10,20 @@ OVERRIDES ?=
 # `make sweep SWEEP=losses JOBS=1`: a named sweep from conf/sweep/ (OVERRIDES apply to every member).
 SWEEP ?= losses
 JOBS ?= 1
-# `make compare A=cpu-best B=zero-shot`: two experiments (or revisions, or `workspace`), per query.
+# `make sweep SWEEP=losses SEEDS=42,43,44`: every member repeated with each train.seed (sweep.seeds).
+SEEDS ?=
+# `make compare A=cpu-best B=zero-shot`: two experiments (or revisions, or `workspace`), per query;
+# a side may list a recipe's seed replicates, A=s42,s43,s44. TEST=ttest for the paired t-test.
 A ?= workspace
 B ?=
 RUN ?= retrieve
+TEST ?= permutation
 # `make regress ROW=nfcorpus-zero-shot RERUN=1`: rows of RESULTS_FILE (default all), read or run.
 ROW ?=
 RERUN ?=
 RESULTS_FILE ?= results.yaml
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
-EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
+EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr|seed)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
@@ -52,14 +56,14 @@ run: $(STAMP) ## Run the whole pipeline (dvc repro) on the config in conf/ (+ OV
 	$(BIN)/python -m irtune.compose $(OVERRIDES)
 	$(BIN)/dvc repro
 
-sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, JOBS, OVERRIDES) + its report
-	$(BIN)/python -m irtune.sweep run $(SWEEP) $(OVERRIDES) --jobs $(JOBS)
+sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, SEEDS, JOBS, OVERRIDES) + its report
+	$(BIN)/python -m irtune.sweep run $(SWEEP) $(OVERRIDES) $(if $(SEEDS),'sweep.seeds=[$(SEEDS)]') --jobs $(JOBS)
 
 report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 	$(BIN)/python -m irtune.sweep report $(SWEEP)
 
-compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank)
-	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN)
+compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank, TEST)
+	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN) --test $(TEST)
 
 # Both run the repository's own library (as dvc.yaml's stages do): they read its dvc.yaml and
 # results.yaml, and regress runs its experiments.

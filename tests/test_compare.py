@@ -27,3 +27,27 @@ def test_a_dvc_yaml_without_per_query_output_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(IrtuneError, match=r"dvc\.yaml.*--per-query"):
         per_query_path(tmp_path)
+
+
+def test_a_side_may_list_a_recipes_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make compare A=s1,s2,s3 B=base`: A's replicates are averaged per query and judged by
+    the sweep report's rule; the table shows the test, the delta's CI and the verdict."""
+    import irtune.compare as cmp
+
+    base = {f"q{i}": {"ndcg_at_10": 0.1 * (i % 5)} for i in range(20)}
+    shifts = {"s1": 0.08, "s2": -0.01, "s3": -0.01, "base": 0.0, "steady": 0.02}
+    runs = {
+        name: {"rerank": {q: {"ndcg_at_10": v["ndcg_at_10"] + d} for q, v in base.items()}}
+        for name, d in shifts.items()
+    }
+    monkeypatch.setattr(cmp, "load_per_query", lambda name, root=None: runs[name])
+    lucky = cmp.compare_experiments("s1,s2,s3", "base", run="rerank")["ndcg_at_10"]
+    assert lucky["seeds"] == 3 and lucky["verdict"] == "seeds disagree", lucky
+    alone = cmp.compare_experiments("s1", "base", run="rerank")["ndcg_at_10"]
+    assert alone["verdict"] == "better" and "seeds" not in alone  # one run: no seed rule
+    result = cmp.compare_experiments("steady", "base", run="rerank")
+    table = cmp.markdown("steady", "base", "rerank", result)
+    assert "paired randomization test (10000 sign flips)" in table
+    assert "| ndcg_at_10 | 0.2200 | 0.2000 | +0.0200 | [+0.0200, +0.0200] |" in table, table
+    with pytest.raises(IrtuneError, match=r"s1: no 'retrieve' run"):
+        cmp.compare_experiments("s1", "base")

@@ -75,7 +75,10 @@ def test_wrong_type_names_the_key() -> None:
         validate({"train": {"batch_size": "abc"}})
 
 
-@pytest.mark.parametrize(("key", "value"), [("loss.name", "nope"), ("index.type", "annoy")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("loss.name", "nope"), ("index.type", "annoy"), ("evaluate.test", "wilcoxon")],
+)
 def test_bad_choice_fails(key: str, value: str) -> None:
     """A value outside a key's choices fails, naming the key and the bad value."""
     section, name = key.split(".")
@@ -93,6 +96,11 @@ def test_bad_choice_fails(key: str, value: str) -> None:
         ({"train": {"batch_size": 0}}, "train.batch_size"),
         ({"retrieve": {"top_k": 0}}, "retrieve.top_k"),
         ({"prepare": {"mine_range_min": 50, "mine_range_max": 50}}, "prepare.mine_range_max"),
+        ({"evaluate": {"permutations": 0}}, "evaluate.permutations"),
+        ({"evaluate": {"bootstrap_resamples": -1}}, "evaluate.bootstrap_resamples"),
+        # 39 sign flips cannot give a two-sided p below 2/40 = alpha: no verdict, ever.
+        ({"evaluate": {"permutations": 39}}, "evaluate.permutations"),
+        ({"sweep": {"seeds": [42, 43, 42]}}, "sweep.seeds"),
     ],
 )
 def test_out_of_range_fails(raw: dict, key: str) -> None:

@@ -196,8 +196,11 @@ def test_significance(pipeline: StageWorkspace) -> None:
 
     sig = _json(pipeline, "metrics/significance.json")
     metrics = _json(pipeline, "metrics/eval.json")
-    assert set(sig) == {"baseline", "alpha", "retrieve", "rerank"}
-    assert sig["alpha"] == pipeline.params["evaluate"]["alpha"]
+    ev = pipeline.params["evaluate"]
+    method = {"alpha", "test", "permutations", "correction", "confidence"}
+    method |= {"bootstrap_resamples", "resample_seed"}
+    assert set(sig) == {"baseline", "retrieve", "rerank"} | method
+    assert (sig["alpha"], sig["test"], sig["correction"]) == (ev["alpha"], ev["test"], "none")
     qrels = read_qrels(find_file(pipeline.path("data/raw/${dataset.name}") / "qrels", "test.tsv"))
     base_means, _ = evaluate_run(
         qrels, read_trec_run(pipeline.path("data/runs/baseline.trec")), EvaluateConfig()
@@ -206,7 +209,9 @@ def test_significance(pipeline: StageWorkspace) -> None:
         assert set(sig[run]) == METRICS
         for metric, result in sig[run].items():
             assert result["verdict"] in ("better", "worse", "no significant difference")
+            assert (result["test"], result["correction"]) == ("permutation", "none")
             assert 0.0 <= result["p_value"] <= 1.0
+            assert result["ci_low"] <= result["delta"] <= result["ci_high"]
             assert result["value"] == pytest.approx(metrics[run][metric], abs=1e-6)
             assert result["baseline"] == pytest.approx(base_means[metric], abs=1e-6)
             assert result["delta"] == pytest.approx(result["value"] - result["baseline"], abs=2e-6)

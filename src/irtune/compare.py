@@ -6,10 +6,16 @@ needs the same paired test between any two runs::
 
     python -m irtune.compare cpu-best zero-shot-prf          # or: make compare A=... B=...
     python -m irtune.compare cpu-best workspace --run rerank
+    python -m irtune.compare seed42,seed43,seed44 zero-shot  # a recipe's seed replicates
 
 Each side is a DVC experiment name (as ``dvc exp show`` lists it), any git revision, or
-``workspace``. Its per-query metrics, the evaluate stage's ``--per-query`` output, are read
-through DVC from its cache, so nothing has to be checked out.
+``workspace``; or a comma-separated list of them, the replicates of one recipe over seeds,
+scored per query as their mean and given the sweep report's verdict rule (its seeds must
+agree). Its per-query metrics, the evaluate stage's ``--per-query`` output, are read
+through DVC from its cache, so nothing has to be checked out. The statistics are the
+evaluate stage's (:mod:`irtune.significance`): the paired randomization test (or
+``--test ttest``) and a bootstrap 95% CI of each delta; one comparison per metric, so no
+correction.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+from irtune.config import EvaluateConfig
 from irtune.errors import IrtuneError
-from irtune.evaluate import compare
 from irtune.pipeline import DVC_YAML, stage_option
 
 WORKSPACE = "workspace"
@@ -52,35 +58,59 @@ def load_per_query(name: str, root: Path = Path(".")) -> dict[str, dict[str, dic
 
 
 def compare_experiments(
-    a: str, b: str, run: str = "retrieve", alpha: float = 0.05, root: Path = Path(".")
+    a: str,
+    b: str,
+    run: str = "retrieve",
+    alpha: float = 0.05,
+    root: Path = Path("."),
+    cfg: EvaluateConfig | None = None,
 ) -> dict[str, dict[str, float | str]]:
-    """Paired t-test per metric of ``a``'s ``run`` against ``b``'s (``b`` is the baseline).
+    """Paired test per metric of ``a``'s ``run`` against ``b``'s (``b`` is the baseline).
+
+    Either side may be a comma-separated list of experiments: a recipe's replicates over
+    seeds (see :func:`irtune.significance.compare_replicates`).
 
     Raises:
         IrtuneError: If a side lacks ``run`` or the two were scored on different queries.
     """
-    sides = {name: load_per_query(name, root) for name in (a, b)}
-    for name, data in sides.items():
-        if run not in data:
-            raise IrtuneError(f"{name}: no {run!r} run in its per-query metrics ({list(data)})")
+    from irtune.significance import compare_replicates
+
+    sides: dict[str, list] = {}
+    for side in (a, b):
+        sides[side] = []
+        for name in [n.strip() for n in side.split(",") if n.strip()]:
+            data = load_per_query(name, root)
+            if run not in data:
+                raise IrtuneError(f"{name}: no {run!r} run in its per-query metrics ({list(data)})")
+            sides[side].append(data[run])
+    seeds = any("," in side for side in (a, b))
     try:
-        return compare(sides[a][run], sides[b][run], alpha)
+        return compare_replicates(sides[a], sides[b], alpha, cfg, seeds=seeds)
     except ValueError as exc:
         raise IrtuneError(f"{a} vs {b}: {exc}") from None
 
 
-def markdown(a: str, b: str, run: str, result: dict[str, dict[str, float | str]]) -> str:
+def markdown(
+    a: str,
+    b: str,
+    run: str,
+    result: dict[str, dict[str, float | str]],
+    cfg: EvaluateConfig | None = None,
+) -> str:
     """The comparison as a Markdown table, one row per metric."""
+    from irtune.significance import describe
+
     lines = [
-        f"{run}: {a} vs {b} (paired two-sided t-test per query)",
+        f"{run}: {a} vs {b} ({describe(cfg or EvaluateConfig())} per query, two-sided; "
+        "95% bootstrap CI of the delta; no correction)",
         "",
-        f"| metric | {a} | {b} | delta | p | verdict |",
-        "|---|---|---|---|---|---|",
+        f"| metric | {a} | {b} | delta | 95% CI | p | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for metric, r in result.items():
         lines.append(
             f"| {metric} | {r['value']:.4f} | {r['baseline']:.4f} | {r['delta']:+.4f} "
-            f"| {r['p_value']:.3g} | {r['verdict']} |"
+            f"| [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3g} | {r['verdict']} |"
         )
     return "\n".join(lines)
 
@@ -89,16 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m irtune.compare", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("a", help="experiment name, git revision or 'workspace'")
-    parser.add_argument("b", help="the one to compare against (the baseline)")
+    defaults = EvaluateConfig()
+    parser.add_argument(
+        "a", help="experiment name, git revision or 'workspace'; or a comma-separated list: "
+        "one recipe's seed replicates"
+    )  # fmt: skip
+    parser.add_argument("b", help="the one to compare against (the baseline), likewise")
     parser.add_argument("--run", default="retrieve", choices=["retrieve", "rerank"])
-    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=defaults.alpha)
+    parser.add_argument("--test", default=defaults.test, choices=["permutation", "ttest"])
     args = parser.parse_args(argv)
+    cfg = EvaluateConfig(alpha=args.alpha, test=args.test)
     try:
-        result = compare_experiments(args.a, args.b, args.run, args.alpha)
+        result = compare_experiments(args.a, args.b, args.run, args.alpha, cfg=cfg)
     except IrtuneError as exc:
         parser.exit(2, f"error: {exc}\n")
-    sys.stdout.write(markdown(args.a, args.b, args.run, result) + "\n")
+    sys.stdout.write(markdown(args.a, args.b, args.run, result, cfg) + "\n")
     return 0
 
 

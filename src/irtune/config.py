@@ -214,10 +214,21 @@ class EvaluateConfig:
     recall_k: int = 100
     mrr_k: int = 10
     map_k: int = 100
-    #: Compare both runs per query with the zero-shot base model (paired t-test).
+    #: Compare both runs per query with the zero-shot base model (``evaluate.test``).
     baseline: bool = True
     #: Significance level of the verdicts.
     alpha: float = 0.05
+    #: The paired two-sided test behind every verdict (:mod:`irtune.significance`):
+    #: ``permutation`` (randomization: random sign flips of the per-query differences) or
+    #: ``ttest`` (Student's paired t-test).
+    test: str = "permutation"
+    #: Random sign flips of the permutation test (the smallest two-sided p it can give is
+    #: 2/(n+1)).
+    permutations: int = 10000
+    #: Resamples of queries behind each delta's 95% bootstrap confidence interval.
+    bootstrap_resamples: int = 10000
+    #: Seed of both resamplings: the same params give the same p-values and intervals.
+    resample_seed: int = 42
 
 
 @dataclass
@@ -236,8 +247,11 @@ class SweepConfig:
     name: str = ""
     #: One invocation of the sweep (set by ``make sweep``); the MLflow tag ``sweep_id``.
     id: str = ""
-    #: ``key=value`` of the member the others are tested against; "" = the zero-shot model.
+    #: ``key=value`` of the recipe the others are tested against; "" = the zero-shot model.
     baseline: str = ""
+    #: Training seeds every member is repeated with (the axis ``train.seed``); the
+    #: replicates of one member form one recipe in the report. [] = one run per member.
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -265,6 +279,7 @@ _CHOICES = {
     "prepare.labels": ("graded", "cross_encoder"),
     "retrieve.mode": ("dense", "bm25", "hybrid"),
     "retrieve.fusion": ("wsum", "rrf"),
+    "evaluate.test": ("permutation", "ttest"),
 }
 _NON_NEGATIVE = (
     "encode.max_seq_length",
@@ -301,6 +316,8 @@ _POSITIVE = (
     "evaluate.recall_k",
     "evaluate.mrr_k",
     "evaluate.map_k",
+    "evaluate.permutations",
+    "evaluate.bootstrap_resamples",
 )
 #: Keys whose value must lie in an interval: (low, high, low included, high included).
 _INTERVALS = {
@@ -369,6 +386,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_retrieve(cfg, source)
+    _validate_significance(cfg, source)
     return cfg
 
 
@@ -446,6 +464,19 @@ def _validate_retrieve(cfg: Config, source: str) -> None:
             f"{source}: 'retrieve.prf_ks' asks for {max(rc.prf_ks)} feedback documents, more "
             f"than retrieve.top_k={rc.top_k}"
         )
+
+
+def _validate_significance(cfg: Config, source: str) -> None:
+    ev = cfg.evaluate
+    if ev.test == "permutation" and 2 / (ev.permutations + 1) >= ev.alpha:
+        raise ConfigError(
+            f"{source}: 'evaluate.permutations' is {ev.permutations}: the smallest two-sided "
+            f"p-value it can give, 2/{ev.permutations + 1}, is not below "
+            f"evaluate.alpha={ev.alpha}"
+        )
+    seeds = cfg.sweep.seeds
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: 'sweep.seeds' repeats a seed: {seeds}")
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

@@ -1,5 +1,5 @@
 """IR metrics with trec_eval semantics (pytrec_eval): graded NDCG, recall, MRR, MAP; and
-the per-query comparison of a run with a baseline."""
+the per-query comparison of a run with a baseline (the statistics: :mod:`irtune.significance`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from irtune.config import Config, EvaluateConfig
 from irtune.runs import Run, cut
 
 log = logging.getLogger(__name__)
+
+#: The zero-shot baseline's per-query scores, beside the runs' in ``per_query.json``.
+ZERO_SHOT = "zero_shot"
 
 
 def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
@@ -79,8 +82,11 @@ def compare(
     per_query: dict[str, dict[str, float]],
     baseline: dict[str, dict[str, float]],
     alpha: float,
+    cfg: EvaluateConfig | None = None,
 ) -> dict[str, dict[str, float | str]]:
-    """Compare a run with a baseline per query: a paired two-sided t-test for each metric.
+    """Compare one run with a baseline per query, for each metric: ``cfg.test`` (the paired
+    randomization test by default), a bootstrap 95% CI of the delta, and a verdict at
+    ``alpha`` (see :mod:`irtune.significance`; one comparison per metric: no correction).
 
     Both must hold the same queries (evaluate_run scores every judged query, so they do).
 
@@ -88,34 +94,19 @@ def compare(
         per_query: The run's per-query metrics.
         baseline: The baseline's per-query metrics.
         alpha: Significance level of the verdict.
+        cfg: The test, its resamples and seed; None: the schema's defaults.
 
     Returns:
-        metric -> ``{"value", "baseline", "delta", "p_value", "verdict"}``, where verdict is
-        ``better``, ``worse`` or ``no significant difference``.
-    """
-    from scipy.stats import ttest_rel
+        metric -> ``{"value", "baseline", "delta", "ci_low", "ci_high", "p_value", "test",
+        "correction", "verdict"}``, where verdict is ``better``, ``worse`` or ``no
+        significant difference``.
 
-    qids = sorted(per_query)
-    if qids != sorted(baseline):
-        raise ValueError("the run and the baseline were scored on different queries")
-    out: dict[str, dict[str, float | str]] = {}
-    for metric in per_query[qids[0]]:
-        ours = [per_query[q][metric] for q in qids]
-        theirs = [baseline[q][metric] for q in qids]
-        delta = sum(ours) / len(qids) - sum(theirs) / len(qids)
-        # Identical per-query values: no difference at all (the t statistic is undefined).
-        p = 1.0 if ours == theirs else float(ttest_rel(ours, theirs).pvalue)
-        verdict = "no significant difference"
-        if p < alpha:
-            verdict = "better" if delta > 0 else "worse"
-        out[metric] = {
-            "value": round(sum(ours) / len(qids), 6),
-            "baseline": round(sum(theirs) / len(qids), 6),
-            "delta": round(delta, 6),
-            "p_value": round(p, 6),
-            "verdict": verdict,
-        }
-    return out
+    Raises:
+        ValueError: If the two were scored on different queries.
+    """
+    from irtune.significance import compare_replicates
+
+    return compare_replicates([per_query], [baseline], alpha, cfg, seeds=False)
 
 
 @dataclass
@@ -126,8 +117,9 @@ class Evaluation:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     #: run name -> query id -> metric -> value.
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    #: Each run against the zero-shot baseline (``metrics/significance.json``); empty
-    #: without one.
+    #: Each run against the zero-shot baseline (``metrics/significance.json``): how it
+    #: was tested (``alpha``, ``test``, ``correction``...), then run -> metric -> result;
+    #: empty without a baseline. ``per_query`` then holds the baseline's as ``zero_shot``.
     significance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -136,14 +128,19 @@ def evaluate_runs(
 ) -> Evaluation:
     """Score every run on ``qrels`` and compare each with the zero-shot ``baseline``.
 
-    A significant regression is logged as a warning, as loudly as a gain is reported.
+    A significant regression is logged as a warning, as loudly as a gain is reported. The
+    baseline's per-query scores are kept (``per_query["zero_shot"]``), so a sweep's report
+    can test a recipe's seeds against zero-shot together.
 
     Args:
         qrels: The test judgements.
         runs: The runs by name (``retrieve``, ``rerank``).
         baseline: The zero-shot run; None skips the comparison.
-        cfg: The config (``evaluate`` cut-offs and alpha; ``model.base`` names the baseline).
+        cfg: The config (``evaluate`` cut-offs, test and alpha; ``model.base`` names the
+            baseline).
     """
+    from irtune.significance import method
+
     out = Evaluation()
     for name, run in runs.items():
         out.metrics[name], out.per_query[name] = evaluate_run(qrels, run, cfg.evaluate)
@@ -151,19 +148,25 @@ def evaluate_runs(
         return out
     alpha = cfg.evaluate.alpha
     _, zero_shot = evaluate_run(qrels, baseline, cfg.evaluate)
-    out.significance = {"baseline": f"zero-shot {cfg.model.base}", "alpha": alpha}
+    out.per_query[ZERO_SHOT] = zero_shot
+    out.significance = {"baseline": f"zero-shot {cfg.model.base}"} | method(cfg.evaluate)
     for name in runs:
-        out.significance[name] = compare(out.per_query[name], zero_shot, alpha)
+        out.significance[name] = compare(out.per_query[name], zero_shot, alpha, cfg.evaluate)
         for metric, result in out.significance[name].items():
             if result["verdict"] != "no significant difference":
                 log.log(
                     logging.WARNING if result["verdict"] == "worse" else logging.INFO,
-                    "%s %s is significantly %s than zero-shot: %.4f vs %.4f (p=%.4g)",
+                    "%s %s is significantly %s than zero-shot: %.4f vs %.4f "
+                    "(delta %+.4f, 95%% CI %+.4f..%+.4f; %s p=%.4g)",
                     name,
                     metric,
                     result["verdict"],
                     result["value"],
                     result["baseline"],
+                    result["delta"],
+                    result["ci_low"],
+                    result["ci_high"],
+                    result["test"],
                     result["p_value"],
                 )
     return out

@@ -61,7 +61,10 @@ def build_record(
         cfg: The composed config; every key becomes a param.
         metrics: ``{"retrieve": {...}, "rerank": {...}}`` as in ``metrics/eval.json``.
         significance: The comparison with the baseline (``metrics/significance.json``);
-            each p-value and delta becomes a metric, each verdict a tag.
+            each delta, its confidence interval and p-value become metrics
+            (``rerank.ndcg_at_10_p_value``...), each verdict a tag, and the test and
+            correction behind them the tags ``significance.test`` and
+            ``significance.correction``.
         train_history: The train stage's summary and curves.
         artifacts: Files to attach.
         retrieve_choices: The retrieve stage's ``metrics/retrieve.json``: what it chose on
@@ -103,6 +106,11 @@ def build_record(
             f"verdict.{run}.{m}": r["verdict"]
             for run, res in compared.items()
             for m, r in res.items()
+        }
+        | {
+            f"significance.{key}": str(significance[key])
+            for key in ("test", "correction")
+            if key in significance
         },
         # The headline: the final run's metrics (rerank; it passes retrieval through when
         # rerank.top_k is 0) under their bare names, so MLflow's compare view lists them first.
@@ -119,7 +127,8 @@ def build_record(
             f"{run}.{m}_{key}": r[key]
             for run, res in compared.items()
             for m, r in res.items()
-            for key in ("delta", "p_value")
+            for key in ("delta", "ci_low", "ci_high", "p_value")
+            if key in r
         },
         "histories": _histories(train_history),
         "artifacts": [str(p) for p in artifacts],
@@ -220,30 +229,34 @@ def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
     return sent, failed
 
 
+def experiment_id(client, name: str, uri: str) -> str:
+    """The id of MLflow experiment ``name`` in the store at ``uri``, created if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    # Artifacts beside a SQLite store, by absolute path: MLflow's default (./mlruns from the
+    # current folder) would put a queued experiment's files in its temporary copy.
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def _log(record: dict[str, Any], uri: str) -> str:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(record["experiment"])
-    if experiment:
-        experiment_id = experiment.experiment_id
-    else:
-        # Artifacts beside a SQLite store, by absolute path: MLflow's default (./mlruns from
-        # the current folder) would put a queued experiment's files in its temporary copy.
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(record["experiment"], artifact_location=location)
+    exp_id = experiment_id(client, record["experiment"], uri)
     existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{record['run_key']}'"
+        [exp_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{record['run_key']}'"
     )
     if existing:
         log.info("Run %s is already in %s", existing[0].info.run_id, uri)
         return existing[0].info.run_id
 
     tags = record["tags"] | {RUN_KEY_TAG: record["run_key"], "mlflow.runName": record["run_name"]}
-    run = client.create_run(experiment_id, run_name=record["run_name"], tags=tags)
+    run = client.create_run(exp_id, run_name=record["run_name"], tags=tags)
     now = int(datetime.now(UTC).timestamp() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in record["metrics"].items()]
     metrics += [

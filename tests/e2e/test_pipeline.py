@@ -241,11 +241,14 @@ def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
     }
     metrics = repo.exp_data("metrics/eval.json")
     assert set(rows) == set(metrics[a]["rerank"]), out
-    for metric, (value, base, delta, p, verdict) in rows.items():
+    assert "paired randomization test" in out, out
+    for metric, (value, base, delta, ci, p, verdict) in rows.items():
         # Each side's mean is its own experiment's metric; the verdict follows p and delta.
         assert float(value) == pytest.approx(metrics[a]["rerank"][metric], abs=5e-5), out
         assert float(base) == pytest.approx(metrics[b]["rerank"][metric], abs=5e-5), out
         assert float(delta) == pytest.approx(float(value) - float(base), abs=2e-4), out
+        low, high = (float(x) for x in ci.strip("[]").split(","))
+        assert low <= float(delta) + 1e-4 and float(delta) - 1e-4 <= high, out
         expected = "no significant difference"
         if float(p) < 0.05:
             expected = "better" if float(delta) > 0 else "worse"
@@ -317,14 +320,14 @@ def _tiny_sweep(repo: E2ERepo) -> Path:
 
 
 def _sweep_runs(repo: E2ERepo) -> tuple[list, list]:
-    """(member runs, report runs) of the ``irtune-sweep-tiny`` experiment."""
+    """(member runs, parent runs: the sweep's and any recipe's) of ``irtune-sweep-tiny``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("irtune-sweep-tiny")
     assert experiment is not None, [e.name for e in client.search_experiments()]
     runs = client.search_runs([experiment.experiment_id], max_results=100)
-    reports = [r for r in runs if r.data.tags.get("irtune.kind") == "sweep-report"]
+    reports = [r for r in runs if r.data.tags.get("irtune.kind") in ("sweep", "recipe")]
     return [r for r in runs if r not in reports], reports
 
 
@@ -341,7 +344,8 @@ def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None
     assert re.search(r"Sweep progress: [0-3]/4 done .*running: tiny-", out), out[-OUTPUT_TAIL:]
     assert "no-such-cross-encoder" in out, "the failed members' logs were not shown"
 
-    # 2. One MLflow run per successful member, tagged with the sweep, plus the report's run.
+    # 2. One MLflow run per successful member, tagged with the sweep, each a child of the
+    #    sweep's parent run (one seed each: no recipe parents).
     members, reports = _sweep_runs(repo)
     assert len(members) == 2, [(r.info.run_name, r.data.tags) for r in members]
     assert {r.data.tags.get("sweep") for r in members} == {"tiny"}
@@ -354,25 +358,35 @@ def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None
         assert run.data.metrics["ndcg_at_10"] == run.data.metrics["rerank.ndcg_at_10"]
         assert run.info.run_name.startswith(f"tiny-{sweep_id}-"), run.info.run_name
     assert len(reports) == 1, [r.info.run_name for r in reports]
+    assert reports[0].data.tags["irtune.kind"] == "sweep", reports[0].data.tags
+    assert reports[0].info.run_name == f"tiny-{sweep_id}", reports[0].info.run_name
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in members}
+    assert parents == {reports[0].info.run_id}, parents
 
-    # 3. The report: best first, tested against the epochs=1 member, failures listed, plots.
+    # 3. The report: recipes best first, tested against epochs=1, failures listed, plots.
     folder = repo.root / "reports" / "tiny"
     summary = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    rows = summary["members"]
+    rows = summary["recipes"]
     assert [r["axes"]["train.epochs"] for r in rows] in (["1", "2"], ["2", "1"]), rows
-    scores = [r["metrics"]["ndcg_at_10"] for r in rows]
+    scores = [r["metrics"]["ndcg_at_10"]["mean"] for r in rows]
     assert scores == sorted(scores, reverse=True), rows
     base = next(r for r in rows if r["axes"]["train.epochs"] == "1")
-    assert base["vs_baseline"]["delta"] == 0 and base["vs_baseline"]["p_value"] == 1.0, base
+    assert base["verdict"] == "(baseline)", base
+    assert base["vs_baseline"]["ndcg_at_10"]["delta"] == 0, base
+    other = next(r for r in rows if r is not base)["vs_baseline"]["ndcg_at_10"]
+    assert other["ci_low"] <= other["delta"] <= other["ci_high"], other
+    assert other["p_value"] <= other["p_adjusted"] and other["correction"] == "holm", other
     assert "train.epochs=1" in summary["baseline"], summary["baseline"]
+    assert summary["method"]["test"] == "permutation", summary["method"]
     assert len(summary["failed"]) == 2, summary["failed"]
     md = (folder / "report.md").read_text(encoding="utf-8")
-    for row in rows:
-        assert f"`{row['name']}`" in md, md
+    for member in summary["members"]:
+        assert f"`{member['name']}`" in md, md
     for name in summary["failed"]:
         assert name in md, md
     pngs = sorted(p.name for p in folder.glob("*.png"))
     assert pngs == [
+        "delta_ndcg_at_10.png",
         "dev_curves.png",
         "ndcg_at_10_by_rerank_model.png",
         "ndcg_at_10_by_train_epochs.png",
@@ -392,6 +406,43 @@ def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None
         assert column in shown, f"`make exps` lacks {column}:\n{shown}"
     assert "index.hnsw_m" not in shown and "dataset.source" not in shown, header
     repo.passed.add("sweep")
+
+
+#: The compare view's row of metric ``arguments[0]`` as its cells' texts, or null after
+#: scrolling the view's grids by ``arguments[1]`` px (0: back to the top). The metric table
+#: is a react-virtualized MultiGrid that renders only the rows near its scroll position (a
+#: run logs some 80 metrics), so a row is found by scrolling the grid that scrolls.
+_METRIC_ROW_JS = """
+const [name, step] = arguments;
+const own = e => [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent)
+  .join('').trim();
+const cell = e => e.closest('.ReactVirtualized__Grid__innerScrollContainer > *');
+const named = [...document.querySelectorAll('.ReactVirtualized__Grid *')]
+  .find(e => own(e) === name);
+if (named && step) {
+  const top = cell(named).style.top;
+  const table = named.closest('.ReactVirtualized__Grid').parentElement.parentElement;
+  const row = [...table.querySelectorAll('.ReactVirtualized__Grid *')]
+    .filter(e => own(e) && cell(e).style.top === top).map(own);
+  if (row.length > 1) return row;
+}
+for (const g of document.querySelectorAll('.ReactVirtualized__Grid')) {
+  if (getComputedStyle(g).overflowY !== 'auto') continue;
+  g.scrollTop = step ? g.scrollTop + step : 0;
+}
+return null;
+"""
+
+
+def _metric_row(browser, metric: str) -> list[str]:
+    """The cells of the compare view's row of ``metric``: its name, then each run's value."""
+    browser.execute_script(_METRIC_ROW_JS, metric, 0)
+    for _ in range(100):
+        time.sleep(0.2)
+        row = browser.execute_script(_METRIC_ROW_JS, metric, 100)
+        if row:
+            return row
+    return []
 
 
 def _ui_number(value: float) -> str:
@@ -419,10 +470,10 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_serve
             browser.save_screenshot(str(ARTIFACTS / shot))
         return page_text()
 
-    # 1. The experiment's runs table lists every member and the report.
+    # 1. The experiment's runs table lists the sweep's parent run (its members are nested
+    #    under it, MLflow's convention for sweeps).
     browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs")
-    names = [r.info.run_name for r in members + reports]
-    wait_for(names, "mlflow-sweep-runs.png")
+    wait_for([r.info.run_name for r in reports], "mlflow-sweep-runs.png")
 
     # 2. The compare view puts the members side by side, with their ndcg_at_10.
     ids = json.dumps([r.info.run_id for r in members]).replace(" ", "")
@@ -430,12 +481,12 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_serve
     text = wait_for(["ndcg_at_10", "train.epochs"], "mlflow-sweep-compare.png")
     for run in members:
         assert run.info.run_name in text, f"{run.info.run_name} not in the compare view"
-    metrics_part = text[text.rfind("Metrics") :]
+    row = _metric_row(browser, "ndcg_at_10")
     for run in members:
         shown = _ui_number(run.data.metrics["ndcg_at_10"])
-        assert shown in metrics_part, (
-            f"{run.info.run_name}'s ndcg_at_10 {shown} not in the compare view's metrics; "
-            f"screenshot: {ARTIFACTS / 'mlflow-sweep-compare.png'}"
+        assert shown in row[1:], (
+            f"{run.info.run_name}'s ndcg_at_10 {shown} not in the compare view's ndcg_at_10 "
+            f"row {row}; screenshot: {ARTIFACTS / 'mlflow-sweep-compare.png'}"
         )
 
 

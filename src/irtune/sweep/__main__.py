@@ -3,6 +3,7 @@
 Usage::
 
     python -m irtune.sweep run losses [OVERRIDE ...] [--jobs N]   # make sweep SWEEP=losses
+    python -m irtune.sweep run losses 'sweep.seeds=[42,43,44]'     # make sweep ... SEEDS=42,43,44
     python -m irtune.sweep report losses [--sweep-id ID]           # make report SWEEP=losses
 """
 

@@ -18,6 +18,9 @@ from irtune.config import Config
 from irtune.errors import ConfigError
 
 SWEEP_DIR = Path("conf") / "sweep"
+#: Axes whose values are seeds: members that differ only in these are replicates of one
+#: recipe (``sweep.seeds`` adds the first; a sweep file may sweep either).
+SEED_AXES = ("train.seed", "prepare.seed")
 
 
 @dataclass
@@ -28,6 +31,29 @@ class Sweep:
     path: Path
     #: Hydra sweep override per key, in file order, e.g. ``{"loss": "mnrl,cosent"}``.
     axes: dict[str, str]
+
+    @property
+    def recipe_axes(self) -> list[str]:
+        """The axes that make a recipe: every axis but the seeds."""
+        return [axis for axis in self.axes if axis not in SEED_AXES]
+
+    def with_seeds(self, seeds: list[int]) -> Sweep:
+        """This sweep with every member repeated for each of ``seeds`` (``sweep.seeds``): the
+        axis ``train.seed``, swept like any other, so one ``dvc exp run --queue`` still
+        queues the whole product.
+
+        Raises:
+            ConfigError: If the sweep file sweeps ``train.seed`` itself.
+        """
+        if not seeds:
+            return self
+        if "train.seed" in self.axes:
+            raise ConfigError(
+                f"{self.path}: 'sweep.seeds' and the axis 'train.seed' both set the training "
+                "seed; keep one"
+            )
+        axes = self.axes | {"train.seed": ",".join(str(s) for s in seeds)}
+        return Sweep(name=self.name, path=self.path, axes=axes)
 
 
 def load_sweep(name: str, root: Path = Path(".")) -> Sweep:
@@ -83,11 +109,14 @@ def validate_members(all_overrides: list[list[str]], root: Path = Path(".")) -> 
             raise ConfigError(f"member {exc}") from None
 
 
-def sweep_config(name: str, root: Path = Path(".")) -> Config:
-    """The config every member of sweep ``name`` shares (its tracking store, baseline...)."""
+def sweep_config(name: str, root: Path = Path("."), overrides: list[str] | tuple = ()) -> Config:
+    """The config every member of sweep ``name`` shares (its tracking store, baseline,
+    seeds...), with ``overrides`` (the user's, shared by every member) applied."""
     from irtune.compose import compose
     from irtune.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = compose([f"sweep={name}"], root=root, output=str(Path(tmp) / "params.yaml"))
+        out = compose(
+            [f"sweep={name}", *overrides], root=root, output=str(Path(tmp) / "params.yaml")
+        )
         return load_config(out)

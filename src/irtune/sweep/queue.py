@@ -13,8 +13,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from irtune.sweep.definition import Sweep, load_sweep, members, validate_members
-from irtune.sweep.report import write_report
+from irtune.sweep.definition import Sweep, load_sweep, members, sweep_config, validate_members
+from irtune.sweep.report import open_sweep_run, write_report
 from irtune.workspace import run_captured
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,13 @@ def run(
 ) -> int:
     """Run a sweep end to end and write its report.
 
+    With ``sweep.seeds`` (in the sweep file or ``overrides``), every member is repeated with
+    each seed as its ``train.seed``; the report treats the replicates as one recipe.
+
     Args:
         name: The sweep (``conf/sweep/<name>.yaml``).
-        overrides: Extra overrides for every member, e.g. ``dataset.source=...``.
+        overrides: Extra overrides for every member, e.g. ``dataset.source=...`` or
+            ``sweep.seeds=[42,43,44]``.
         jobs: DVC queue workers. On a CPU machine 1 is fastest: two trainings fight for
             the same cores.
         poll_s: Seconds between progress checks.
@@ -139,11 +143,14 @@ def run(
     sweep = load_sweep(name, root)
     sweep_id = datetime.now(UTC).strftime("%m%d-%H%M%S")
     shared = [f"sweep={name}", f"sweep.id={sweep_id}", *overrides]
+    cfg = sweep_config(name, root, shared[1:])
+    sweep = sweep.with_seeds(cfg.sweep.seeds)
 
     # 1. Every member's config must be valid before one of them costs any time.
     all_members = members(sweep, shared)
     validate_members(all_members, root)
     log.info("Sweep %s (id %s): %d members over %s", name, sweep_id, len(all_members), sweep.axes)
+    open_sweep_run(name, sweep_id, cfg)  # the MLflow parent run, shown while members run
 
     # 2. Queue them, once the workers of an earlier run are gone. Tasks someone queued
     #    earlier would run too: say so.
