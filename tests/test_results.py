@@ -54,14 +54,15 @@ def test_rows_carry_the_recipe_only() -> None:
 
 
 def test_history_labels_are_named_configs(conf_root: Path) -> None:
-    """RESULTS.md's `$V8` (cpu_best of stop 8) and `$PRF` (its feedback grid) are
-    conf/experiment options that compose to what the labels spelled out."""
+    """RESULTS.md's `$V8` (cpu_best of stop 8) and `$PRF` (the feedback grid, on the seed
+    recipe that was the default then) are conf/experiment options that compose to what the
+    labels spelled out."""
     assert compose_params(["experiment=cpu_best_v8"], conf_root) == compose_params(
         ["experiment=cpu_best", "train.lr=5e-5", "retrieve.prf_ks=[0]"], conf_root
     )
     grid = ["retrieve.prf_ks=[0,1,2,3,5]", "retrieve.prf_betas=[0.25,0.5,1.0]"]
     assert compose_params(["train.epochs=0", "experiment=prf"], conf_root) == compose_params(
-        ["train.epochs=0", *grid], conf_root
+        ["train.epochs=0", "experiment=full", *grid], conf_root
     )
     assert compose_params(["experiment=cpu_best_v8", "loss=mnrl"], conf_root)["loss"]["name"] == (
         "mnrl"
