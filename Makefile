@@ -25,9 +25,18 @@ RESULTS_FILE ?= results.yaml
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr|seed)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
+# Local copies of the hub ids the params name (src/irtune/mirror.py): `make mirror` links
+# ../shared's datasets and the packaged MiniLM there, and every target then uses them. The
+# params keep the hub ids, so dvc.lock is the same online and offline.
+MIRROR ?= $(CURDIR)/.irtune/mirror
+SHARED ?= ../shared/data
+ifneq ($(wildcard $(MIRROR)),)
+export IRTUNE_MIRROR ?= $(MIRROR)
+export HF_HUB_OFFLINE ?= 1
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run params sweep report compare regress results exps test lint sync ui bench clean
+.PHONY: help install browser mirror run params sweep report compare regress results exps test lint sync ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,6 +57,14 @@ browser: ## Debian's chromium + chromedriver, for the MLflow UI test (apt-get, a
 	    --no-install-recommends chromium chromium-driver >/dev/null) \
 	  || echo "warning: could not install chromium; the MLflow UI test will skip"; \
 	else echo "note: no chromium/chromedriver and no root for apt-get: the MLflow UI test will skip"; fi
+
+mirror: $(STAMP) ## Link local copies of the hub datasets and model ($(SHARED), the packaged MiniLM)
+	mkdir -p $(MIRROR)/BeIR $(MIRROR)/sentence-transformers
+	for name in nfcorpus scifact; do \
+	  if [ -d $(SHARED)/$$name ]; then ln -sfn $(abspath $(SHARED))/$$name $(MIRROR)/BeIR/$$name; fi; \
+	done
+	ln -sfn "$(MODEL)" $(MIRROR)/sentence-transformers/all-MiniLM-L6-v2
+	@echo "IRTUNE_MIRROR=$(MIRROR): export it for dvc commands run outside make"
 
 params: $(STAMP) ## Compose conf/ (+ OVERRIDES) into params.yaml, as `dvc exp run` does
 	$(BIN)/python -m irtune.compose $(OVERRIDES)

@@ -13,6 +13,7 @@ from irtune.beir import BeirDataset, carve_dev, read_beir, stats, write_beir
 from irtune.config import AUTO, DatasetConfig
 from irtune.errors import DataError
 from irtune.io import atomic_path
+from irtune.mirror import resolve
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,14 @@ def load_dataset(cfg: DatasetConfig) -> BeirDataset:
     # A carved dev split (dev_split: auto) is made from train after reading.
     named_dev = "" if cfg.dev_split == AUTO else cfg.dev_split
     splits = [s for s in (cfg.train_split, named_dev, cfg.test_split) if s]
-    kind = source_kind(cfg.source)
-    log.info("Reading %s from %s (%s)", cfg.name, cfg.source, kind)
+    source = resolve(cfg.source)  # a hub id's local copy, if IRTUNE_MIRROR holds one
+    kind = source_kind(source)
+    log.info("Reading %s from %s (%s)", cfg.name, source, kind)
     if kind == "local":
-        return read_beir(Path(cfg.source).expanduser(), splits)
+        return read_beir(Path(source).expanduser(), splits)
     if kind == "url":
-        return _load_zip_url(cfg.source, splits)
-    return _load_hub(cfg.source, cfg.qrels_source, splits)
+        return _load_zip_url(source, splits)
+    return _load_hub(source, cfg.qrels_source, splits)
 
 
 def download(cfg: DatasetConfig, out_dir: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from irtune.config import Config, check_backend
 from irtune.errors import ConfigError
 from irtune.io import atomic_path
+from irtune.mirror import resolve
 
 
 def load_bi_encoder(
@@ -42,7 +43,9 @@ def load_bi_encoder(
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        model = SentenceTransformer(
+            resolve(name_or_path), trust_remote_code=trust_remote_code, **kwargs
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
     if max_seq_length:
@@ -117,7 +120,7 @@ def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bo
 
     try:
         return CrossEncoder(
-            name_or_path, max_length=max_length, trust_remote_code=trust_remote_code
+            resolve(name_or_path), max_length=max_length, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
