@@ -124,21 +124,23 @@ def table(report: dict[str, Any]) -> str:
 
 
 def scale_table(x: dict[str, Any]) -> list[str]:
-    """The scale section's lines: each stage's wall time and peak beside its data's size."""
+    """The scale section's lines: each stage's wall and CPU time and peak beside its data's
+    size."""
     sizes = ", ".join(f"{k} {v:.0f}" for k, v in x["sizes_mib"].items())
     lines = [
         "",
         f"SCALE ({x['docs']} docs, {x['queries']} queries, dim {x['dim']}; MiB: {sizes}; "
         f"load before {x['load_before']['loadavg']})",
-        f"  {'stage':<10}{'wall s':>8}{'peak MiB':>10}{'floor':>8}{'data':>8}{'needs':>8}  needs",
+        f"  {'stage':<10}{'wall s':>8}{'CPU s':>8}{'peak MiB':>10}{'floor':>8}{'data':>8}"
+        f"{'needs':>8}  needs",
     ]
     for name, st in x["stages"].items():
         floor, data = (
             f"{st[k]:>8.0f}" if k in st else f"{'-':>8}" for k in ("floor_mib", "data_mib")
         )
         lines.append(
-            f"  {name:<10}{st['wall_s']:>8.1f}{st['peak_rss_mib']:>10.0f}{floor}{data}"
-            f"{st['needs_total_mib']:>8.0f}  {' + '.join(st['needs_mib'])}"
+            f"  {name:<10}{st['wall_s']:>8.1f}{st['cpu_s']:>8.1f}{st['peak_rss_mib']:>10.0f}"
+            f"{floor}{data}{st['needs_total_mib']:>8.0f}  {' + '.join(st['needs_mib'])}"
         )
     return lines
 

@@ -88,13 +88,14 @@ RECIPE = {
 
 MIB = 2**20
 
-#: GNU time, which reports the peak resident memory (``%M``, KiB) of the command it runs.
+#: GNU time, which reports the user and system CPU seconds and the peak resident memory
+#: (``%U %S %M``, the last in KiB) of the command it runs.
 GNU_TIME = Path("/usr/bin/time")
-#: The same, where GNU time is missing: run ``argv[2:]``, write the peak to ``argv[1]``.
+#: The same, where GNU time is missing: run ``argv[2:]``, write the figures to ``argv[1]``.
 LAUNCHER = (
     "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
-    "sys.exit(code)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "open(sys.argv[1], 'w').write(f'{u.ru_utime} {u.ru_stime} {u.ru_maxrss}'); sys.exit(code)"
 )
 
 
@@ -265,19 +266,20 @@ def scale_params(beir: Path, model: Path) -> dict[str, Any]:
 
 
 def timed(cmd: list[str], peak_file: Path) -> list[str]:
-    """``cmd`` under GNU time (or, without it, :data:`LAUNCHER`), writing its peak resident
-    memory in KiB as the last line of ``peak_file``.
+    """``cmd`` under GNU time (or, without it, :data:`LAUNCHER`), writing its CPU seconds and
+    peak resident memory as the last line of ``peak_file``.
 
     The command is forked from that small process, not from this one: a child forked from a
     process holding torch keeps that process's resident size in its own ``ru_maxrss``.
     """
     if GNU_TIME.is_file():
-        return [str(GNU_TIME), "-f", "%M", "-o", str(peak_file), *cmd]
+        return [str(GNU_TIME), "-f", "%U %S %M", "-o", str(peak_file), *cmd]
     return [sys.executable, "-c", LAUNCHER, str(peak_file), *cmd]
 
 
 def measure(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> dict[str, float]:
-    """Run ``cmd`` to its end: its wall seconds and peak resident memory in MiB (:func:`timed`).
+    """Run ``cmd`` to its end: its wall seconds, CPU seconds (user and system: what other jobs
+    on the machine change least) and peak resident memory in MiB (:func:`timed`).
 
     Raises:
         RuntimeError: If the command fails; the message ends with its output.
@@ -298,8 +300,13 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> d
     if returncode:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
         raise RuntimeError(f"`{' '.join(cmd)}` exited {returncode}:\n{tail}")
-    peak_kib = int(peak_file.read_text(encoding="utf-8").split()[-1])
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak_kib / 1024, 1)}
+    # GNU time writes a line before the figures when the command fails: the last line counts.
+    user, system, peak_kib = peak_file.read_text(encoding="utf-8").splitlines()[-1].split()
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(float(user) + float(system), 1),
+        "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+    }
 
 
 def run_pipeline(root: Path, params: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -325,7 +332,7 @@ def run_pipeline(root: Path, params: dict[str, Any]) -> dict[str, dict[str, floa
     for name, stage in load_stages(REPO / DVC_YAML).items():
         cmd = ["sh", "-c", interpolate(stage["cmd"], params)]
         figures[name] = measure(cmd, root, env, root / "logs" / f"{name}.log")
-        log.info("%s: %.1f s, peak %.0f MiB", name, *figures[name].values())
+        log.info("%s: %.1f s (%.1f s CPU), peak %.0f MiB", name, *figures[name].values())
     return figures
 
 
@@ -382,5 +389,6 @@ def bench_scale(
         "sizes_mib": {key: round(value / MIB, 1) for key, value in sizes.items()},
         "stages": stages,
         "pipeline_wall_s": round(sum(f["wall_s"] for f in figures.values()), 1),
+        "pipeline_cpu_s": round(sum(f["cpu_s"] for f in figures.values()), 1),
         "max_peak_rss_mib": max(f["peak_rss_mib"] for f in figures.values()),
     }

@@ -142,6 +142,7 @@ def test_scale_section(scale: dict) -> None:
     assert list(x["stages"]) == STAGES  # every stage, in dvc.yaml's order
     for name, stage in x["stages"].items():
         assert _positive(stage["wall_s"]) and _positive(stage["peak_rss_mib"]), (name, stage)
+        assert stage["cpu_s"] >= 0, (name, stage)
         assert stage["needs_mib"] and all(_positive(v) for v in stage["needs_mib"].values())
         assert stage["needs_total_mib"] == pytest.approx(sum(stage["needs_mib"].values()), abs=0.2)
         assert "floor_mib" not in stage  # --quick measures no floor
@@ -167,8 +168,8 @@ def test_measure_reports_a_peak(
     elif not bench_scale.GNU_TIME.is_file():
         pytest.skip("no GNU time here")
     figures = bench_scale.measure([sys.executable, "-c", "pass"], tmp_path, {}, tmp_path / "x.log")
-    assert set(figures) == {"wall_s", "peak_rss_mib"}
-    assert _positive(figures["peak_rss_mib"]) and figures["wall_s"] >= 0
+    assert set(figures) == {"wall_s", "cpu_s", "peak_rss_mib"}
+    assert _positive(figures["peak_rss_mib"]) and figures["wall_s"] >= 0 <= figures["cpu_s"]
 
 
 def test_measure_names_a_failed_command(tmp_path: Path) -> None:
