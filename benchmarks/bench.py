@@ -14,6 +14,9 @@ This file is the runner. Each section answers one question in its own module bes
   stages rerun after a change to ``rerank.top_k`` and to ``retrieve.top_k``?
 - ``index`` (``bench_index.py``): what do irtune's HNSW and IVF indexes trade against flat
   search on synthetic clustered corpora: build time, queries/s, recall@10?
+- ``scale`` (``bench_scale.py``): what does each stage of the pipeline, run as DVC runs it,
+  cost in peak memory and wall time on a synthetic corpus of 500,000 documents and 10,000
+  queries (a static-embedding model), beside the data sizes that bound it?
 
 Every section records ``os.getloadavg()`` and ``os.cpu_count()`` before and after it ran
 (``common.py``). The figures go to ``--out`` (default ``reports/bench/bench.json``) and a
@@ -40,10 +43,11 @@ from typing import Any
 from bench_encode import BACKENDS, bench_encode
 from bench_index import bench_index
 from bench_orchestration import bench_orchestration
+from bench_scale import bench_scale
 from bench_train import bench_train
 from common import REPO, machine, section, wait_for_quiet
 
-SECTIONS = ("encode", "train", "orchestration", "index")
+SECTIONS = ("encode", "train", "orchestration", "index", "scale")
 
 log = logging.getLogger("bench")
 
@@ -114,7 +118,31 @@ def table(report: dict[str, Any]) -> str:
                         f"{p['speedup_vs_flat']:>8.1f}{p['recall_at_10']:>8.4f}"
                     )
             lines.append(f"  {'':>8} load before {entry['load_before']['loadavg']}")
+    if "scale" in s:
+        lines += scale_table(s["scale"])
     return "\n".join(lines)
+
+
+def scale_table(x: dict[str, Any]) -> list[str]:
+    """The scale section's lines: each stage's wall and CPU time and peak beside its data's
+    size."""
+    sizes = ", ".join(f"{k} {v:.0f}" for k, v in x["sizes_mib"].items())
+    lines = [
+        "",
+        f"SCALE ({x['docs']} docs, {x['queries']} queries, dim {x['dim']}; MiB: {sizes}; "
+        f"load before {x['load_before']['loadavg']})",
+        f"  {'stage':<10}{'wall s':>8}{'CPU s':>8}{'peak MiB':>10}{'floor':>8}{'data':>8}"
+        f"{'needs':>8}  needs",
+    ]
+    for name, st in x["stages"].items():
+        floor, data = (
+            f"{st[k]:>8.0f}" if k in st else f"{'-':>8}" for k in ("floor_mib", "data_mib")
+        )
+        lines.append(
+            f"  {name:<10}{st['wall_s']:>8.1f}{st['cpu_s']:>8.1f}{st['peak_rss_mib']:>10.0f}"
+            f"{floor}{data}{st['needs_total_mib']:>8.0f}  {' + '.join(st['needs_mib'])}"
+        )
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backends", default=",".join(f"{b}-{p}" for b, p in BACKENDS))
     parser.add_argument("--index-sizes", default="", help="e.g. 100000,1000000")
+    parser.add_argument(
+        "--scale-docs", type=int, default=0, help="scale: documents (500000; 5000 with --quick)"
+    )
+    parser.add_argument(
+        "--scale-queries", type=int, default=0, help="scale: queries (10000; 200 with --quick)"
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -162,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = [int(x) for x in args.index_sizes.split(",") if x] or (
         [2_000, 10_000] if quick else [100_000, 1_000_000]
     )
+    scale_docs = args.scale_docs or (5_000 if quick else 500_000)
+    scale_queries = args.scale_queries or (200 if quick else 10_000)
     report: dict[str, Any] = {
         "command": shlex.join(
             ["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]
@@ -200,6 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ef_searches=[16, 32, 64] if quick else [16, 32, 64, 128],
             nprobes=[1, 4] if quick else [1, 4, 16, 64],
             seed=0,
+        ),
+        # The full run first runs at 1/100 of the size: each stage's floor without data.
+        "scale": lambda: bench_scale(
+            scale_docs, scale_queries, floor_docs=0 if quick else scale_docs // 100
         ),
     }
     for name in SECTIONS:

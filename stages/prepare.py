@@ -17,8 +17,10 @@ def build_parser():
 
 
 def main(args, cfg):
-    # Every split: a doc judged for a query anywhere is never that query's negative.
-    dataset = read_beir(args.data, cfg.dataset.splits)
+    # Every split: a doc judged for a query anywhere is never that query's negative. Rows hold
+    # documents as the texts they are encoded as: read so, mining's text -> id map and the
+    # rows share the corpus' strings instead of copying them.
+    dataset = read_beir(args.data, cfg.dataset.splits, fold_titles=True)
     rows = build_rows(dataset, cfg)
     write_jsonl(args.out, rows)
     write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from irtune.beir import read_beir
 from irtune.io import write_json
-from irtune.retrieve import open_dense_index, retrieve, splits, uses_dense
+from irtune.retrieve import bm25_run, open_dense_index, retrieve, splits, uses_dense
 from irtune.runs import write_trec_run
 from irtune.stage import run_stage, stage_parser
 
@@ -31,8 +31,11 @@ def build_parser():
 
 def main(args, cfg):
     dataset = read_beir(args.data, splits(cfg))
+    # BM25 first: building its index is the stage's largest transient, and the dense index is
+    # read once that is freed, never beside it.
+    sparse = bm25_run(dataset, cfg)
     dense = open_dense_index(args.index, args.model, cfg) if uses_dense(cfg) else None
-    result = retrieve(dataset, cfg, dense)
+    result = retrieve(dataset, cfg, dense, sparse)
     write_trec_run(args.out, result.run, tag=f"irtune-{cfg.retrieve.mode}")
     write_json(args.metrics, result.choices)
 

@@ -33,7 +33,9 @@ def build_parser():
 
 def main(args, cfg):
     dev = [cfg.dataset.dev] if cfg.dataset.dev else []  # for the per-epoch dev curve
-    dataset = read_beir(args.data, dev)
+    # The corpus feeds only the dev evaluator, which holds each document's text: read as those
+    # texts, the evaluator's are the corpus' own strings, not a second copy of the corpus.
+    dataset = read_beir(args.data, dev, fold_titles=True)
     work_dir = checkpoint_dir(repo_root(), args.rows, cfg)
     result = train(read_jsonl(args.rows), dataset, cfg, args.out, work_dir)
     write_json(args.history, result.history())

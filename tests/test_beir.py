@@ -13,7 +13,7 @@ from harness import append_line as _append_line
 from harness import lines as _lines
 from harness import set_line as _set_line
 
-from irtune.beir import BeirDataset, read_beir, stats, write_beir
+from irtune.beir import BeirDataset, doc_text, read_beir, stats, write_beir
 from irtune.errors import DataError
 
 SPLITS = ["train", "dev", "test"]
@@ -63,6 +63,26 @@ def test_round_trip_keeps_unicode_and_missing_titles(tmp_path: Path) -> None:
     )
     write_beir(ds, tmp_path / "u")
     _same(read_beir(tmp_path / "u", ["test"]), ds)
+
+
+def test_doc_text() -> None:
+    """Title and text joined by a space, stripped; without a title, the text's own string."""
+    assert doc_text({"title": "T", "text": "body "}) == "T body"
+    assert doc_text({"title": "", "text": " body "}) == "body"
+    text = "body"
+    assert doc_text({"title": "", "text": text}) is text
+    assert doc_text({"text": text}) is text
+
+
+def test_folded_titles_hold_each_doc_as_its_encoded_text(tiny_beir: Path) -> None:
+    """fold_titles: each doc is the text it is encoded as, which doc_text returns uncopied."""
+    plain = read_beir(tiny_beir, ["test"])
+    folded = read_beir(tiny_beir, ["test"], fold_titles=True)
+    assert folded.corpus.keys() == plain.corpus.keys()
+    assert (folded.queries, folded.qrels) == (plain.queries, plain.qrels)
+    for did, doc in folded.corpus.items():
+        assert doc == {"title": "", "text": doc_text(plain.corpus[did])}
+        assert doc_text(doc) is doc["text"]
 
 
 def test_gzipped_files_read_the_same(tiny_beir: Path, beir: Path) -> None:

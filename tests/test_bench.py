@@ -1,6 +1,7 @@
 """The benchmark suite runs (``--quick``, tiny assets) and writes sane figures: it cannot rot.
 
-No timing is asserted, only that every section produces its keys with possible values.
+No timing or memory is asserted, only that every section produces its keys with possible
+values.
 """
 
 from __future__ import annotations
@@ -117,6 +118,85 @@ def test_index_section(quick: dict) -> None:
         # The widest search is near-exact on clustered data this small.
         widest = list(entry["hnsw"]["search"].values())[-1]
         assert widest["recall_at_10"] > 0.9, entry["hnsw"]
+
+
+@pytest.fixture(scope="module")
+def scale(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The quick scale section: the whole pipeline, stage by stage, on a synthetic corpus."""
+    out = tmp_path_factory.mktemp("bench") / "scale.json"
+    returned = _bench().main(["--quick", "--only", "scale", "--out", str(out)])
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["sections"].keys() == returned["sections"].keys() == {"scale"}
+    return written
+
+
+def test_scale_section(scale: dict) -> None:
+    from harness import STAGES
+
+    x = scale["sections"]["scale"]
+    _load(x)
+    assert (x["docs"], x["queries"], x["dim"]) == (5_000, 200, 256)
+    assert _positive(x["corpus_text_bytes"]) and _positive(x["pipeline_wall_s"])
+    assert set(x["sizes_mib"]) == {"corpus_text", "embeddings", "index", "retrieve_run", "runs"}
+    assert all(_positive(v) for v in x["sizes_mib"].values()), x["sizes_mib"]
+    assert list(x["stages"]) == STAGES  # every stage, in dvc.yaml's order
+    for name, stage in x["stages"].items():
+        assert _positive(stage["wall_s"]) and _positive(stage["peak_rss_mib"]), (name, stage)
+        assert stage["cpu_s"] >= 0, (name, stage)
+        assert stage["needs_mib"] and all(_positive(v) for v in stage["needs_mib"].values())
+        assert stage["needs_total_mib"] == pytest.approx(sum(stage["needs_mib"].values()), abs=0.2)
+        assert "floor_mib" not in stage  # --quick measures no floor
+    assert x["max_peak_rss_mib"] == max(s["peak_rss_mib"] for s in x["stages"].values())
+    assert "SCALE (5000 docs" in _bench().table(scale)
+
+
+def _scale_module():
+    _bench()  # puts benchmarks/ on sys.path
+    import bench_scale
+
+    return bench_scale
+
+
+@pytest.mark.parametrize("gnu_time", [True, False], ids=["gnu-time", "launcher"])
+def test_measure_reports_a_peak(
+    gnu_time: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GNU time or, where it is missing, the small launcher: seconds and a peak."""
+    bench_scale = _scale_module()
+    if not gnu_time:
+        monkeypatch.setattr(bench_scale, "GNU_TIME", tmp_path / "no-time")
+    elif not bench_scale.GNU_TIME.is_file():
+        pytest.skip("no GNU time here")
+    figures = bench_scale.measure([sys.executable, "-c", "pass"], tmp_path, {}, tmp_path / "x.log")
+    assert set(figures) == {"wall_s", "cpu_s", "peak_rss_mib"}
+    assert _positive(figures["peak_rss_mib"]) and figures["wall_s"] >= 0 <= figures["cpu_s"]
+
+
+def test_measure_names_a_failed_command(tmp_path: Path) -> None:
+    bench_scale = _scale_module()
+    with pytest.raises(RuntimeError, match=r"exited 3:\n(.|\n)*what went wrong"):
+        bench_scale.measure(
+            [sys.executable, "-c", "print('what went wrong'); raise SystemExit(3)"],
+            tmp_path,
+            {},
+            tmp_path / "x.log",
+        )
+
+
+def test_synthetic_dataset_is_seeded(tmp_path: Path) -> None:
+    """The same seed writes the same bytes; the dataset reads as BEIR, every split judged."""
+    from irtune.beir import read_beir
+
+    bench_scale = _scale_module()
+    facts = [bench_scale.write_synthetic_beir(tmp_path / name, 300, 40, seed=1) for name in "ab"]
+    assert facts[0] == facts[1]
+    for rel in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    dataset = read_beir(tmp_path / "a", ["train", "dev", "test"])
+    assert len(dataset.corpus) == 300 and len(dataset.queries) == 40
+    assert sum(len(q) for q in dataset.qrels.values()) == 40
+    lengths = [len(doc["text"].split()) for doc in dataset.corpus.values()]
+    assert min(lengths) >= bench_scale.MIN_WORDS and max(lengths) <= bench_scale.MAX_WORDS
 
 
 def test_unknown_section_is_refused(tmp_path: Path) -> None:

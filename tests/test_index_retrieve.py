@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irtune.beir import BeirDataset, read_beir
+from irtune.beir import BeirDataset, doc_text, read_beir
 from irtune.config import IndexConfig
-from irtune.dense import dense_search
+from irtune.dense import dense_search, exact_search
 from irtune.encode import encode_corpus, read_embeddings, write_embeddings
 from irtune.errors import DataError
-from irtune.index import INDEX, build_index, read_index, write_index
+from irtune.index import INDEX, build_index, flat_index, read_index, write_index
 from irtune.models import load_bi_encoder
 
 N, DIM = 500, 16
@@ -51,6 +51,15 @@ def test_flat_matches_brute_force(vectors: np.ndarray, queries: np.ndarray) -> N
     _, rows = index.search(queries, 10)
     brute = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     assert (rows == brute).all()
+
+
+def test_flat_index_of_chunks_is_one_flat_index(vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Vectors added chunk by chunk search exactly as the same vectors added at once."""
+    whole = build_index(vectors, IndexConfig(type="flat"))
+    chunked = flat_index(np.array_split(vectors, 7))
+    assert chunked.ntotal == N
+    for got, want in zip(chunked.search(queries, 10), whole.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -147,6 +156,36 @@ def test_corpus_embeddings_are_normalised(corpus_index, dataset: BeirDataset) ->
     assert emb.shape == (len(dataset.corpus), 32)
     assert emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_small_corpus_is_encoded_in_one_call(model, corpus_index, dataset: BeirDataset) -> None:
+    """Below the chunk size, encode_corpus is exactly one encode of every text: the bytes of
+    the embeddings are those of a plain call."""
+    _, _, emb = corpus_index
+    texts = [doc_text(doc) for doc in dataset.corpus.values()]
+    plain = model.encode_document(
+        texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True
+    )
+    assert emb.tobytes() == plain.astype(np.float32).tobytes()
+
+
+def test_chunked_encoding_equals_one_shot(model, corpus_index, dataset: BeirDataset) -> None:
+    """Encoded 7 documents at a time, the corpus gets the same rows in the same order (up to
+    float rounding: batches are padded differently)."""
+    _, _, emb = corpus_index
+    chunked = encode_corpus(model, dataset.corpus, batch_size=16, chunk=7)
+    assert chunked.shape == emb.shape and chunked.dtype == np.float32
+    np.testing.assert_allclose(chunked, emb, atol=1e-6)
+
+
+def test_exact_search_is_dense_search_over_a_flat_index(
+    model, corpus_index, dataset: BeirDataset
+) -> None:
+    """The one-off exact search (baseline, mining) equals dense search over the stored index."""
+    index, doc_ids, _ = corpus_index
+    queries = dataset.split_queries("test")
+    expected = dense_search(model, index, doc_ids, queries, top_k=5, batch_size=4)
+    assert exact_search(model, dataset.corpus, queries, 5, 16, 4) == expected
 
 
 def test_embeddings_round_trip(corpus_index, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from irtune.beir import Corpus, Qrels, read_beir
-from irtune.bm25 import bm25_search
+from irtune.bm25 import bm25_search, corpus_token_ids, tokenize
 from irtune.config import EvaluateConfig, IndexConfig, validate
 from irtune.dense import dense_search, encode_queries, search
 from irtune.encode import encode_corpus
@@ -70,6 +70,30 @@ def test_bm25_respects_top_k(tiny_beir: Path) -> None:
         assert set(docs) <= dataset.corpus.keys()
         assert list(docs.values()) == sorted(docs.values(), reverse=True)
     assert any(len(docs) == 5 for docs in run.values())
+
+
+def test_bm25_index_of_token_ids_is_the_index_of_token_strings(tiny_beir: Path) -> None:
+    """Token ids built a few texts at a time index exactly as bm25s indexes the strings."""
+    import bm25s
+    import Stemmer
+
+    from irtune.beir import doc_text
+
+    dataset = read_beir(tiny_beir, ["test"])
+    texts = [doc_text(doc) for doc in dataset.corpus.values()]
+    stemmer = Stemmer.Stemmer("english")
+    ids, vocab = corpus_token_ids(iter(texts), stemmer, chunk=7)
+    strings = tokenize(texts, stemmer)
+    words = list(vocab)  # numbered as they came
+    assert strings == [[words[i] for i in doc] for doc in ids]
+    from_ids, from_strings = bm25s.BM25(csc_backend="scipy"), bm25s.BM25()
+    from_ids.index((ids, vocab), show_progress=False)
+    from_strings.index(strings, show_progress=False)
+    for query in tokenize(list(dataset.split_queries("test").values()), stemmer):
+        np.testing.assert_array_equal(
+            from_ids.get_scores_from_ids(from_ids.get_tokens_ids(query)),
+            from_strings.get_scores_from_ids(from_strings.get_tokens_ids(query)),
+        )
 
 
 # --- fusion ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from irtune.beir import BeirDataset, read_beir
+from irtune.beir import BeirDataset, doc_text, read_beir
 from irtune.config import Config, validate
 from irtune.models import load_bi_encoder
 from irtune.prepare import build_rows
@@ -91,6 +91,22 @@ def test_mnrl_two_epochs(
     assert result.summary["train_rows"] == len(rows)
     assert math.isfinite(result.summary["train_loss"])
     assert result.summary["dev_ndcg_at_10"] == dev[-1]["dev_ndcg_at_10"]
+
+
+def test_a_static_embedding_model_trains(dataset: BeirDataset, tmp_path: Path) -> None:
+    """A StaticEmbedding base (a bag of token vectors) reads every token: train.max_seq_length
+    does not apply to it, and it trains like any other."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+    from tiny_assets import train_tokenizer
+
+    texts = [doc_text(doc) for doc in dataset.corpus.values()]
+    static = StaticEmbedding(train_tokenizer(texts), embedding_dim=16)
+    SentenceTransformer(modules=[static, Normalize()], device="cpu").save(str(tmp_path / "base"))
+    cfg = _cfg(tmp_path / "base", train={"epochs": 1, "max_seq_length": 64})
+    train(build_rows(dataset, cfg), dataset, cfg, tmp_path / "model", tmp_path / "work")
+    assert _changed(_weights(tmp_path / "base"), _weights(tmp_path / "model")) > 0
+    assert math.isinf(load_bi_encoder(str(tmp_path / "model"), max_seq_length=64).max_seq_length)
 
 
 def test_cosent_trains_from_score_rows(

@@ -229,7 +229,7 @@ def write_tiny_beir(root: Path) -> Path:
     return root
 
 
-def _train_tokenizer(texts: list[str], vocab_size: int = 1000) -> BertTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int = 1000) -> BertTokenizerFast:
     """Build a lowercase BERT WordPiece tokenizer whose vocabulary comes from ``texts``.
 
     ``tokenizers.trainers.WordPieceTrainer`` breaks merge ties in hash-map order, so
@@ -283,7 +283,7 @@ def build_tiny_bi_encoder(out_dir: Path, texts: list[str]) -> Path:
     Returns:
         ``out_dir``.
     """
-    tokenizer = _train_tokenizer(texts)
+    tokenizer = train_tokenizer(texts)
     torch.manual_seed(SEED)
     model = BertModel(_tiny_config(len(tokenizer)))
     # Transformer() only loads from a path, so stage the HF checkpoint in a temp folder.
@@ -307,7 +307,7 @@ def build_tiny_cross_encoder(out_dir: Path, texts: list[str]) -> Path:
     Returns:
         ``out_dir``.
     """
-    tokenizer = _train_tokenizer(texts)
+    tokenizer = train_tokenizer(texts)
     torch.manual_seed(SEED)
     model = BertForSequenceClassification(_tiny_config(len(tokenizer), num_labels=1))
     model.save_pretrained(out_dir)

@@ -41,8 +41,14 @@ class BeirDataset:
 
 
 def doc_text(doc: dict[str, str]) -> str:
-    """The text a document is encoded as: ``title + " " + text``, as BEIR and MTEB do."""
-    return f"{doc.get('title', '')} {doc['text']}".strip()
+    """The text a document is encoded as: ``title + " " + text``, as BEIR and MTEB do.
+
+    Without a title it is the text, stripped: the text's own string when it has no
+    surrounding whitespace (as :func:`read_corpus` with ``fold_titles`` leaves every
+    document), not a copy.
+    """
+    title = doc.get("title", "")
+    return f"{title} {doc['text']}".strip() if title else doc["text"].strip()
 
 
 def find_file(root: Path, name: str) -> Path:
@@ -110,12 +116,20 @@ def _read_jsonl(path: Path, id_key: str, fields: tuple[str, ...]) -> Iterator[tu
         yield oid, obj
 
 
-def read_corpus(path: Path) -> Corpus:
-    """Read a BEIR corpus file; every doc needs ``_id`` and ``text`` (``title`` optional)."""
+def read_corpus(path: Path, fold_titles: bool = False) -> Corpus:
+    """Read a BEIR corpus file; every doc needs ``_id`` and ``text`` (``title`` optional).
+
+    Args:
+        path: The corpus file.
+        fold_titles: Hold each document as the text it is encoded as, its title folded in
+            (``{"title": "", "text": doc_text(doc)}``): for a reader that needs nothing else,
+            whose texts (:func:`doc_text`) are then the corpus' own strings, not copies.
+    """
     corpus = {}
     for did, obj in _read_jsonl(path, "_id", ("text",)):
         title = obj.get("title")
-        corpus[did] = {"title": title if isinstance(title, str) else "", "text": obj["text"]}
+        doc = {"title": title if isinstance(title, str) else "", "text": obj["text"]}
+        corpus[did] = {"title": "", "text": doc_text(doc)} if fold_titles else doc
     if not corpus:
         raise DataError(f"{path}: the corpus is empty")
     return corpus
@@ -171,12 +185,13 @@ def _grade(score: str) -> int | None:
     return int(value) if value.is_integer() else None
 
 
-def read_beir(root: str | Path, splits: list[str]) -> BeirDataset:
+def read_beir(root: str | Path, splits: list[str], fold_titles: bool = False) -> BeirDataset:
     """Read and cross-check a BEIR directory.
 
     Args:
         root: Folder with corpus, queries and ``qrels/<split>.tsv`` (each maybe gzipped).
         splits: The qrels splits to read; each must exist and judge at least one query.
+        fold_titles: Hold each document as the one text it is encoded as (:func:`read_corpus`).
 
     Returns:
         The dataset.
@@ -187,7 +202,7 @@ def read_beir(root: str | Path, splits: list[str]) -> BeirDataset:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset directory does not exist")
-    corpus = read_corpus(find_file(root, "corpus.jsonl"))
+    corpus = read_corpus(find_file(root, "corpus.jsonl"), fold_titles)
     queries = read_queries(find_file(root, "queries.jsonl"))
     qrels: dict[str, Qrels] = {}
     for split in splits:

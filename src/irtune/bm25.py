@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from itertools import islice
 
 import numpy as np
 
@@ -15,6 +17,9 @@ log = logging.getLogger(__name__)
 METHOD = "lucene"
 DEFAULT_K1 = 1.5
 DEFAULT_B = 0.75
+#: Documents tokenized at a time: only their texts and token strings are held at once, beside
+#: the token ids of the corpus (:func:`corpus_token_ids`).
+TOKENIZE_CHUNK = 32_768
 
 
 def tokenize(texts: list[str], stemmer) -> list[list[str]]:
@@ -32,6 +37,26 @@ def tokenize(texts: list[str], stemmer) -> list[list[str]]:
     return bm25s.tokenize(
         texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
     )
+
+
+def corpus_token_ids(
+    texts: Iterable[str], stemmer, chunk: int = TOKENIZE_CHUNK
+) -> tuple[list[list[int]], dict[str, int]]:
+    """Every text's tokens (:func:`tokenize`) as ids into a vocabulary numbered as it grows.
+
+    What ``bm25s.BM25.index`` builds from token strings, built ``chunk`` texts at a time:
+    the texts and token strings of the whole corpus are never held, only its ids.
+
+    Returns:
+        One id list per text, and the vocabulary (token -> id).
+    """
+    vocab: dict[str, int] = {}
+    ids: list[list[int]] = []
+    texts = iter(texts)
+    while batch := list(islice(texts, chunk)):
+        for tokens in tokenize(batch, stemmer):
+            ids.append([vocab.setdefault(token, len(vocab)) for token in tokens])
+    return ids, vocab
 
 
 def bm25_search(
@@ -65,8 +90,11 @@ def bm25_search(
     stemmer = Stemmer.Stemmer("english")
     doc_ids = list(corpus)
     log.info("Indexing %d documents for BM25 (k1=%g, b=%g)", len(doc_ids), k1, b)
-    retriever = bm25s.BM25(k1=k1, b=b, method=METHOD)
-    retriever.index(tokenize([doc_text(corpus[d]) for d in doc_ids], stemmer), show_progress=False)
+    # scipy builds the score matrix in place of bm25s' own numpy sort, which holds about twice
+    # as many arrays the size of the corpus' tokens; the matrix is the same, to the bit.
+    retriever = bm25s.BM25(k1=k1, b=b, method=METHOD, csc_backend="scipy")
+    texts = (doc_text(corpus[d]) for d in doc_ids)
+    retriever.index(corpus_token_ids(texts, stemmer), show_progress=False)
     # Each doc's position in doc-id order: the secondary sort key of ties.
     id_rank = np.empty(len(doc_ids), dtype=np.int64)
     id_rank[np.argsort(np.array(doc_ids, dtype=object))] = np.arange(len(doc_ids))

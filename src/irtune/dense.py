@@ -7,10 +7,10 @@ import logging
 import numpy as np
 
 from irtune.beir import BeirDataset, Corpus, Queries
-from irtune.config import Config, IndexConfig
-from irtune.encode import encode_corpus
+from irtune.config import Config
+from irtune.encode import encode_chunks
 from irtune.errors import DataError
-from irtune.index import build_index
+from irtune.index import flat_index
 from irtune.models import load_base_model
 from irtune.runs import Run
 
@@ -76,9 +76,11 @@ def exact_search(
     """Encode ``corpus`` with ``model`` and search it exactly (a flat index) for ``queries``.
 
     The zero-shot baseline and the base model's candidates for cross-encoder labels both
-    need this one-off search, without the pipeline's stored index.
+    need this one-off search, without the pipeline's stored index. The embeddings go into
+    the index a chunk at a time, so the index is their only full copy.
     """
-    index = build_index(encode_corpus(model, corpus, encode_batch_size), IndexConfig(type="flat"))
+    log.info("Encoding %d documents (batch %d)", len(corpus), encode_batch_size)
+    index = flat_index(encode_chunks(model, corpus, encode_batch_size))
     return dense_search(model, index, list(corpus), queries, top_k, query_batch_size)
 
 

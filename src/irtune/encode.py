@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +19,53 @@ log = logging.getLogger(__name__)
 EMBEDDINGS = "embeddings.npy"
 
 
-def encode_corpus(model, corpus: Corpus, batch_size: int) -> np.ndarray:
-    """Encode every document as ``title + " " + text``, L2-normalised, float32.
+#: Documents encoded per call to the model. The texts and embeddings of one chunk are held
+#: beside the result, never the whole corpus' texts or several copies of its embeddings; a
+#: corpus of at most this many documents is encoded in one call, as it always was.
+ENCODE_CHUNK = 32_768
+
+
+def encode_chunks(
+    model, corpus: Corpus, batch_size: int, chunk: int = ENCODE_CHUNK
+) -> Iterator[np.ndarray]:
+    """Encode the corpus ``chunk`` documents at a time, each as ``title + " " + text``.
 
     Args:
         model: A SentenceTransformer.
         corpus: The documents, in the order their rows will have.
         batch_size: Encode batch size.
+        chunk: Documents per call to the model.
+
+    Yields:
+        Consecutive ``(<= chunk, dim)`` float32 blocks of L2-normalised rows, in corpus order.
+    """
+    docs = iter(corpus.values())
+    while texts := [doc_text(doc) for doc in islice(docs, chunk)]:
+        embeddings = model.encode_document(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=True,
+        )
+        yield np.asarray(embeddings, dtype=np.float32)
+
+
+def encode_corpus(model, corpus: Corpus, batch_size: int, chunk: int = ENCODE_CHUNK) -> np.ndarray:
+    """Encode every document (:func:`encode_chunks`) into one matrix.
 
     Returns:
-        A ``(len(corpus), dim)`` float32 matrix.
+        A ``(len(corpus), dim)`` float32 matrix, row ``i`` the ``i``-th document.
     """
-    texts = [doc_text(doc) for doc in corpus.values()]
-    log.info("Encoding %d documents (batch %d)", len(texts), batch_size)
-    return model.encode_document(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=True,
-    ).astype(np.float32)
+    log.info("Encoding %d documents (batch %d)", len(corpus), batch_size)
+    out = np.empty((0, 0), dtype=np.float32)
+    row = 0
+    for block in encode_chunks(model, corpus, batch_size, chunk):
+        if not row:
+            out = np.empty((len(corpus), block.shape[1]), dtype=np.float32)
+        out[row : row + len(block)] = block
+        row += len(block)
+    return out
 
 
 def write_embeddings(embeddings: np.ndarray, doc_ids: list[str], out_dir: Path) -> None:

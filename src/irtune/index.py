@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +44,34 @@ def build_index(embeddings: np.ndarray, cfg: IndexConfig):
     return index
 
 
+def flat_index(chunks: Iterable[np.ndarray]):
+    """An exact (flat) index of the vectors ``chunks`` yields, added as they come: the index
+    is the only copy of them all (:func:`irtune.encode.encode_chunks` yields such chunks)."""
+    import faiss
+
+    index = None
+    for chunk in chunks:
+        if index is None:
+            index = faiss.IndexFlatIP(chunk.shape[1])
+        index.add(chunk)
+    if index is None:
+        raise ValueError("no vectors to index")
+    log.info("Built a flat index of %d vectors (dim %d)", index.ntotal, index.d)
+    return index
+
+
 def write_index(index, doc_ids: list[str], out_dir: Path) -> None:
     """Write ``index.faiss`` and its sidecar ``doc_ids.txt`` into ``out_dir``, atomically."""
     import faiss
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        # Serialised here and written by Python: faiss.write_index only prints a failed
-        # close (disk full) to stderr, which would move a truncated index into place.
-        (tmp / INDEX).write_bytes(faiss.serialize_index(index).tobytes())
+        # Written by Python, a block at a time, through Faiss' callback writer: a failed write
+        # or close (disk full) raises here, where faiss.write_index to a path only prints a
+        # failed close to stderr and would move a truncated index into place; and no
+        # serialised copy of the whole index is held beside it.
+        with (tmp / INDEX).open("wb") as fh:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
         write_doc_ids(tmp / DOC_IDS, doc_ids)
 
 

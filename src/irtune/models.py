@@ -10,6 +10,8 @@ it on), and a folder without weights is one clear error rather than a traceback.
 from __future__ import annotations
 
 import errno
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from irtune.config import Config, check_backend
 from irtune.errors import ConfigError
 from irtune.io import atomic_path
 from irtune.mirror import resolve
+
+log = logging.getLogger(__name__)
 
 
 def load_bi_encoder(
@@ -49,13 +53,31 @@ def load_bi_encoder(
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load bi-encoder '{name_or_path}': {exc}") from None
     if max_seq_length:
-        model.max_seq_length = max_seq_length
+        truncate(model, max_seq_length)
     # Queries are encoded with encode_query and documents with encode_document, which use
     # these two prompts; a saved model keeps them, so every later stage uses the same ones.
     for name, prompt in (("query", query_prompt), ("document", document_prompt)):
         if prompt:
             model.prompts[name] = prompt
     return model
+
+
+def truncate(model, max_seq_length: int) -> None:
+    """Set ``model``'s truncation to ``max_seq_length`` tokens.
+
+    A static-embedding model (Sentence Transformers' ``StaticEmbedding``: the mean of per-token
+    vectors) reads every token and has no length to set (its ``max_seq_length`` is infinite):
+    it is left as it is.
+    """
+    current = model.max_seq_length
+    if isinstance(current, float) and math.isinf(current):
+        log.info(
+            "%s reads every token: max_seq_length=%d ignored",
+            type(model[0]).__name__,
+            max_seq_length,
+        )
+        return
+    model.max_seq_length = max_seq_length
 
 
 def load_base_model(cfg: Config, name_or_path: str = "", max_seq_length: int = 0):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from irtune.beir import BeirDataset, Qrels
+from irtune.beir import BeirDataset, Qrels, Queries
 from irtune.bm25 import bm25_search
 from irtune.config import Config
 from irtune.dense import encode_queries, search
@@ -97,7 +97,27 @@ def open_dense_index(index_dir: Path, model_dir: Path, cfg: Config) -> DenseInde
     return DenseIndex(index, doc_ids, model)
 
 
-def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None) -> Retrieval:
+def run_queries(dataset: BeirDataset, cfg: Config) -> Queries:
+    """The queries the recipe runs: dev first (when it chooses on dev), then test. One
+    encoding and one BM25 pass serve both."""
+    test = dataset.split_queries(cfg.dataset.test_split)
+    return {**dataset.split_queries(cfg.dataset.dev), **test} if chooses_on_dev(cfg) else test
+
+
+def bm25_run(dataset: BeirDataset, cfg: Config) -> Run | None:
+    """The BM25 run of :func:`run_queries`, or None when the mode has no BM25 pass (``dense``)."""
+    rc = cfg.retrieve
+    if rc.mode == "dense":
+        return None
+    return bm25_search(dataset.corpus, run_queries(dataset, cfg), rc.top_k, rc.bm25_k1, rc.bm25_b)
+
+
+def retrieve(
+    dataset: BeirDataset,
+    cfg: Config,
+    dense: DenseIndex | None = None,
+    sparse: Run | None = None,
+) -> Retrieval:
     """Run the retrieval recipe ``cfg.retrieve`` describes for the test queries.
 
     Args:
@@ -105,6 +125,8 @@ def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None)
             dev split (:func:`splits`).
         cfg: The config (``retrieve``, ``dataset`` splits, ``evaluate.ndcg_k``).
         dense: The dense index; needed unless ``retrieve.mode`` is ``bm25``.
+        sparse: The BM25 run (:func:`bm25_run`) if the caller ran it already; else it is
+            run here when the mode needs it.
 
     Returns:
         The test run and the dev choices.
@@ -112,20 +134,19 @@ def retrieve(dataset: BeirDataset, cfg: Config, dense: DenseIndex | None = None)
     rc = cfg.retrieve
     test = dataset.split_queries(cfg.dataset.test_split)
     dev_qrels = dataset.qrels[cfg.dataset.dev] if chooses_on_dev(cfg) else {}
-    # Dev first, then test: one encoding and one BM25 pass serve both.
-    queries = {**dataset.split_queries(cfg.dataset.dev), **test} if dev_qrels else test
+    queries = run_queries(dataset, cfg)
     qids = list(queries)
     choices: dict[str, Any] = {"mode": rc.mode, "top_k": rc.top_k}
 
     # 1. The first pass: the dense run and the BM25 run.
-    dense_run = emb = sparse = None
+    dense_run = emb = None
     if uses_dense(cfg):
         if dense is None:
             raise ValueError(f"retrieve.mode={rc.mode} needs the dense index")
         emb = encode_queries(dense.model, queries, rc.batch_size)
         dense_run = search(dense.index, dense.doc_ids, qids, emb, rc.top_k)
-    if rc.mode != "dense":
-        sparse = bm25_search(dataset.corpus, queries, rc.top_k, rc.bm25_k1, rc.bm25_b)
+    if sparse is None:
+        sparse = bm25_run(dataset, cfg)
 
     # 2. Pseudo-relevance feedback, if dev finds it helps (without a dev split: none).
     if rc.prf and dense_run is not None:
