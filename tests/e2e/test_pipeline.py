@@ -79,7 +79,7 @@ def test_repro_runs_all_stages_and_logs_one_run(repo: E2ERepo) -> None:
     expected = {
         "train.batch_size": "8",
         "train.epochs": "1",
-        "loss.name": "mnrl",
+        "loss.name": "gist",  # the default recipe's
         "dataset.source": str(repo.assets["beir"]),
         "model.base": str(repo.assets["bi_encoder"]),
         "rerank.top_k": "20",
