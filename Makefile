@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 # Extra Hydra overrides for `make run` / `make params`, e.g.
 #   make run OVERRIDES="dataset.source=../shared/data/nfcorpus train.epochs=0"
 OVERRIDES ?=
-# `make sweep SWEEP=losses JOBS=1`: a named sweep from conf/sweep/ (OVERRIDES apply to every member).
+# `make sweep SWEEP=losses JOBS=1`: a named sweep from conf/sweep/ (OVERRIDES apply to every member;
+# one naming an axis, e.g. loss=mnrl,cosent, replaces that axis's values).
 SWEEP ?= losses
 JOBS ?= 1
 # `make sweep SWEEP=losses SEEDS=42,43,44`: every member repeated with each train.seed (sweep.seeds).

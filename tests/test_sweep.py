@@ -249,6 +249,9 @@ def test_report_groups_seeds_into_recipes_and_a_lucky_seed_wins_nothing(root: Pa
             cfg.loss.name, cfg.train.seed = loss, seed
             _log_member(cfg, f"seeded-s1-{loss}-{seed}", _shifted(base, rng, shift, 0.004), root)
 
+    # The file now lists one loss more than the members ran (as when the command line
+    # narrowed the axis): the report names what ran.
+    _write_sweep(root, "seeded", {"loss": "mnrl,gist,cached_mnrl,cosent"}, baseline="loss=mnrl")
     out = write_report("seeded")
     summary = json.loads((out / "report.json").read_text())
     recipes = {r["axes"]["loss"]: r for r in summary["recipes"]}
@@ -266,6 +269,8 @@ def test_report_groups_seeds_into_recipes_and_a_lucky_seed_wins_nothing(root: Pa
     assert recipes["gist"]["metrics"]["ndcg_at_10"]["sd"] == pytest.approx(statistics.stdev(values))
     assert lucky["value"] == pytest.approx(sum(values) / 3, abs=1e-5)
     md = (out / "report.md").read_text()
+    assert "3 recipes x 3 seed(s) = 9 members" in md and "cosent" not in md
+    assert "`train.seed` = 42,43,44" in md
     row = next(line for line in md.splitlines() if line.startswith("| ") and "| gist |" in line)
     assert " ± " in row and "seeds disagree" in row and "| 3 |" in row, row
 
@@ -350,3 +355,20 @@ def test_report_without_runs_names_the_store(root: Path) -> None:
     with pytest.raises(ConfigError, match=r"no MLflow run of sweep 'ghost'.*irtune-sweep-ghost"):
         write_report("ghost")
     assert not (root / "reports" / "ghost").exists()
+
+
+def test_the_command_line_narrows_an_axis_and_shares_the_rest(root: Path) -> None:
+    """``make sweep SWEEP=losses OVERRIDES="loss=mnrl,cosent"``: an override of an axis key
+    replaces that axis's values; any other override is shared by every member."""
+    _write_sweep(root, "wide", {"loss": "mnrl,gist,cosent", "train.batch_size": "16,32"})
+    sweep, shared = load_sweep("wide").with_overrides(["loss=mnrl,cosent", "train.epochs=2"])
+    assert sweep.axes == {"loss": "mnrl,cosent", "train.batch_size": "16,32"}
+    assert shared == ["train.epochs=2"]
+    got = members(sweep, ["sweep=wide", *shared])
+    assert [m[2:] for m in got] == [
+        ["loss=mnrl", "train.batch_size=16"],
+        ["loss=mnrl", "train.batch_size=32"],
+        ["loss=cosent", "train.batch_size=16"],
+        ["loss=cosent", "train.batch_size=32"],
+    ]
+    validate_members(got)

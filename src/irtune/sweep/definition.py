@@ -55,6 +55,24 @@ class Sweep:
         axes = self.axes | {"train.seed": ",".join(str(s) for s in seeds)}
         return Sweep(name=self.name, path=self.path, axes=axes)
 
+    def with_overrides(self, overrides: list[str]) -> tuple[Sweep, list[str]]:
+        """Let the command line narrow or widen an axis: an override of an axis key, e.g.
+        ``loss=mnrl,cosent`` against the file's ``loss: mnrl,cached_mnrl,cosent,cosine``,
+        replaces that axis's values; every other override is shared by all members.
+
+        Returns:
+            This sweep with those axes replaced, and the overrides that remain shared.
+        """
+        axes = dict(self.axes)
+        shared = []
+        for override in overrides:
+            key, sep, values = override.partition("=")
+            if sep and key in axes:
+                axes[key] = values
+            else:
+                shared.append(override)
+        return Sweep(name=self.name, path=self.path, axes=axes), shared
+
 
 def load_sweep(name: str, root: Path = Path(".")) -> Sweep:
     """Read ``conf/sweep/<name>.yaml`` and its axes.

@@ -131,7 +131,8 @@ def run(
     Args:
         name: The sweep (``conf/sweep/<name>.yaml``).
         overrides: Extra overrides for every member, e.g. ``dataset.source=...`` or
-            ``sweep.seeds=[42,43,44]``.
+            ``sweep.seeds=[42,43,44]``; one that names an axis (``loss=mnrl,cosent``)
+            replaces that axis's values instead.
         jobs: DVC queue workers. On a CPU machine 1 is fastest: two trainings fight for
             the same cores.
         poll_s: Seconds between progress checks.
@@ -140,7 +141,7 @@ def run(
     Returns:
         The exit status: 0 if every member succeeded, 1 otherwise.
     """
-    sweep = load_sweep(name, root)
+    sweep, overrides = load_sweep(name, root).with_overrides(overrides)
     sweep_id = datetime.now(UTC).strftime("%m%d-%H%M%S")
     shared = [f"sweep={name}", f"sweep.id={sweep_id}", *overrides]
     cfg = sweep_config(name, root, shared[1:])

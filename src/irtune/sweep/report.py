@@ -351,6 +351,18 @@ def write_report(
     return out_dir
 
 
+def _axes_run(members: list[Member], axes: list[str]) -> list[str]:
+    """Each axis with the values its members ran, in the table's order (the command line may
+    have narrowed the file's axes), the seeds last."""
+    seen: dict[str, list[str]] = {}
+    for m in members:
+        for key, value in [*((a, m.axes[a]) for a in axes), *m.seeds.items()]:
+            values = seen.setdefault(key, [])
+            if value not in values:
+                values.append(value)
+    return [f"`{k}` = {','.join(v)}" for k, v in seen.items()]
+
+
 def _markdown(name, sweep_id, sweep, cfg, recipes, headline, against, family, failed, images):
     from irtune.significance import RULE, describe
 
@@ -364,9 +376,7 @@ def _markdown(name, sweep_id, sweep, cfg, recipes, headline, against, family, fa
         f"# Sweep `{name}` ({sweep_id})",
         "",
         f"{len(recipes)} recipes x {seeds} seed(s) = {len(members)} members from "
-        f"`{sweep.path.as_posix()}`, axes: "
-        + "; ".join(f"`{k}` = {v}" for k, v in sweep.axes.items())
-        + ".",
+        f"`{sweep.path.as_posix()}`, axes: " + "; ".join(_axes_run(members, axes)) + ".",
         f"Metrics of the final run (rerank; the retrieval run when `rerank.top_k` is 0) on "
         f"`{cfg.dataset.name}` {cfg.dataset.test_split}, mean ± sd over seeds, best first.",
         "",
