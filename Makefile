@@ -26,6 +26,9 @@ RESULTS_FILE ?= results.yaml
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr|seed)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
+# Every target runs this checkout's library, as dvc.yaml's stages do (PYTHONPATH=src), even
+# when .venv's editable install points at another checkout.
+export PYTHONPATH := $(CURDIR)/src
 # Local copies of the hub ids the params name (src/irtune/mirror.py): `make mirror` links
 # ../shared's datasets and the packaged MiniLM there, and every target then uses them. The
 # params keep the hub ids, so dvc.lock is the same online and offline.
@@ -83,14 +86,12 @@ report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank, TEST)
 	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN) --test $(TEST)
 
-# Both run the repository's own library (as dvc.yaml's stages do): they read its dvc.yaml and
-# results.yaml, and regress runs its experiments.
 regress: $(STAMP) ## Check results.yaml: read or run each row, OK/FAIL per metric (ROW=, RERUN=1, OVERRIDES)
-	PYTHONPATH=src $(BIN)/python -m irtune.regress --results $(RESULTS_FILE) \
+	$(BIN)/python -m irtune.regress --results $(RESULTS_FILE) \
 	  $(if $(ROW),--row $(ROW)) $(if $(RERUN),--rerun) $(OVERRIDES)
 
 results: $(STAMP) ## Regenerate RESULTS.md's recipe tables from results.yaml
-	PYTHONPATH=src $(BIN)/python -m irtune.results --results $(RESULTS_FILE)
+	$(BIN)/python -m irtune.results --results $(RESULTS_FILE)
 
 exps: $(STAMP) ## dvc exp show, with the columns that matter
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'
@@ -109,7 +110,7 @@ BENCH_ARGS ?= --wait-quiet 0.8
 
 bench: $(STAMP) ## Benchmarks vs the plain library calls -> reports/bench/bench.json (DATA=, MODEL=)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-	PYTHONPATH=src $(BIN)/python benchmarks/bench.py --data $(DATA) --model "$(MODEL)" $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py --data $(DATA) --model "$(MODEL)" $(BENCH_ARGS)
 
 sync: $(STAMP) ## Log to MLflow the runs that could not be logged when they ran
 	$(BIN)/python -m irtune.sync
