@@ -94,11 +94,14 @@ def _file_size_limit(limit: int) -> Iterator[None]:
 # message must hold: where (file:line, file, or config key) and what is wrong.
 
 
+Setup = Callable[[Workspace], tuple[str, str]]
+
+
 @dataclass(frozen=True)
 class Bad:
     id: str
     stage: str
-    setup: Callable[[Workspace], tuple[str, str]]
+    setup: Setup
     #: A context the stage runs in (for failures that only happen while writing).
     during: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
 
@@ -216,39 +219,14 @@ def _split_judging_nothing_relevant(ws: Workspace) -> tuple[str, str]:
     return f"{path}:", "split 'test' judges no document relevant (score > 0)"
 
 
-def _dataset_name_leaving_the_workspace(ws: Workspace) -> tuple[str, str]:
-    ws.params["dataset"]["name"] = "../../elsewhere"
-    return "'dataset.name'", "it names a file or folder"
+def _param(section: str, key: str, value: Any, where: str, what: str) -> Setup:
+    """A setup that gives one param a value that cannot make sense."""
 
+    def setup(ws: Workspace) -> tuple[str, str]:
+        ws.params[section][key] = value
+        return where, what
 
-def _dev_split_is_test(ws: Workspace) -> tuple[str, str]:
-    ws.params["dataset"]["dev_split"] = "test"
-    return "'dataset.dev_split' and 'dataset.test_split'", "every choice made on dev"
-
-
-def _training_without_train_split(ws: Workspace) -> tuple[str, str]:
-    ws.params["dataset"]["train_split"] = ""
-    return "'train.epochs'", "has no train split"
-
-
-def _learning_rate_not_positive(ws: Workspace) -> tuple[str, str]:
-    ws.params["train"]["lr"] = 0.0
-    return "'train.lr'", "must be > 0, got 0.0"
-
-
-def _unknown_loss(ws: Workspace) -> tuple[str, str]:
-    ws.params["loss"]["name"] = "triplet_hinge"
-    return "'loss.name'", "'triplet_hinge'; expected one of"
-
-
-def _unknown_key(ws: Workspace) -> tuple[str, str]:
-    ws.params["train"]["batch_sze"] = 4
-    return "'train.batch_sze'", "not in 'TrainConfig'"
-
-
-def _wrong_type(ws: Workspace) -> tuple[str, str]:
-    ws.params["train"]["epochs"] = "many"
-    return "'train.epochs'", "could not be converted to Integer"
+    return setup
 
 
 def _bi_encoder_without_weights(ws: Workspace) -> tuple[str, str]:
@@ -337,14 +315,48 @@ CASES = [
     Bad("corpus-gzip-truncated", "download", _corpus_gzip_truncated),
     Bad("qrels-conflicting-judgements", "download", _qrels_conflicting_judgements),
     Bad("split-judging-nothing-relevant", "download", _split_judging_nothing_relevant),
-    Bad("dataset-name-leaving-the-workspace", "download", _dataset_name_leaving_the_workspace),
-    Bad("dev-split-is-test", "retrieve", _dev_split_is_test),
-    Bad("training-without-train-split", "train", _training_without_train_split),
-    Bad("learning-rate-not-positive", "train", _learning_rate_not_positive),
+    Bad(
+        "dataset-name-leaving-the-workspace",
+        "download",
+        _param("dataset", "name", "../../elsewhere", "'dataset.name'", "it names a file or folder"),
+    ),
+    Bad(
+        "dev-split-is-test",
+        "retrieve",
+        _param(
+            "dataset",
+            "dev_split",
+            "test",
+            "'dataset.dev_split' and 'dataset.test_split'",
+            "every choice made on dev",
+        ),
+    ),
+    Bad(
+        "training-without-train-split",
+        "train",
+        _param("dataset", "train_split", "", "'train.epochs'", "has no train split"),
+    ),
+    Bad(
+        "learning-rate-not-positive",
+        "train",
+        _param("train", "lr", 0.0, "'train.lr'", "must be > 0, got 0.0"),
+    ),
     Bad("train-split-without-positives", "prepare", _train_split_without_positives),
-    Bad("unknown-loss", "train", _unknown_loss),
-    Bad("unknown-config-key", "train", _unknown_key),
-    Bad("config-key-wrong-type", "train", _wrong_type),
+    Bad(
+        "unknown-loss",
+        "train",
+        _param("loss", "name", "triplet_hinge", "'loss.name'", "'triplet_hinge'; expected one of"),
+    ),
+    Bad(
+        "unknown-config-key",
+        "train",
+        _param("train", "batch_sze", 4, "'train.batch_sze'", "not in 'TrainConfig'"),
+    ),
+    Bad(
+        "config-key-wrong-type",
+        "train",
+        _param("train", "epochs", "many", "'train.epochs'", "could not be converted to Integer"),
+    ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),
     Bad("index-of-another-dimension", "retrieve", _index_of_another_dimension),
