@@ -372,3 +372,36 @@ def test_the_command_line_narrows_an_axis_and_shares_the_rest(root: Path) -> Non
         ["loss=cosent", "train.batch_size=32"],
     ]
     validate_members(got)
+
+
+def test_the_queue_is_alive_while_its_processes_run(tmp_path: Path) -> None:
+    """A member counts as running, and a worker as alive, while its process runs, whatever
+    ``dvc queue status`` (which asks the workers, who may not answer in time) says: the
+    records are laid out as DVC's queue writes them."""
+    import subprocess
+    import sys
+
+    from irtune.sweep.queue import alive_here
+
+    exps = tmp_path / ".dvc" / "tmp" / "exps"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        for rev, name, pid in [("a1", "sw-1", sleeper.pid), ("b2", "sw-2", gone.pid)]:
+            folder = exps / "run" / rev
+            folder.mkdir(parents=True)
+            (folder / f"{rev}.run").write_text(json.dumps({"name": name, "location": "dvc-task"}))
+            (folder / f"{rev}.pid").write_text(f"{pid}\n")
+        (exps / "run" / "c3").mkdir()
+        (exps / "run" / "c3" / "c3.run").write_text("{")  # being written
+        workers = exps / "celery"
+        workers.mkdir()
+        (workers / "dvc-exp-worker-1.json").write_text(json.dumps({"pid": sleeper.pid}))
+        (workers / "dvc-exp-worker-2.json").write_text(json.dumps({"pid": gone.pid}))
+        assert alive_here(tmp_path) == ({"sw-1"}, 1)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert alive_here(tmp_path) == (set(), 0)
+    assert alive_here(tmp_path / "nothing") == (set(), 0)

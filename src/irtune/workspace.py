@@ -126,3 +126,16 @@ def init_git(root: Path, env: Mapping[str, str] | None = None, author: str = "ir
         result = run_captured(cmd, cwd=root, env=env, timeout=60)
         if result.returncode:
             raise RuntimeError(f"`{' '.join(cmd)}` failed in {root}:\n{result.output}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (one of another user's counts)."""
+    if pid <= 0:
+        return False  # 0 and negative ids name process groups, not a process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from harness import REPO
 
-from irtune.workspace import run_captured
+from irtune.workspace import pid_alive, run_captured
 
 VENV_BIN = REPO / ".venv" / "bin"
 if not VENV_BIN.is_dir():  # a venv elsewhere: the one running pytest
@@ -145,19 +145,9 @@ def _worker_pids(root: Path) -> list[int]:
             pid = json.loads(info.read_text()).get("pid")
         except (OSError, ValueError):
             continue
-        if isinstance(pid, int) and _alive(pid):
+        if isinstance(pid, int) and pid_alive(pid):
             pids.append(pid)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_queue(repo: E2ERepo) -> None:

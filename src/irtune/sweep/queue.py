@@ -7,6 +7,7 @@ member does not stop the others; it is reported, and the exit status is 1.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from irtune.sweep.definition import Sweep, load_sweep, members, sweep_config, validate_members
 from irtune.sweep.report import open_sweep_run, write_report
-from irtune.workspace import run_captured
+from irtune.workspace import pid_alive, run_captured
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,36 @@ def queue_status() -> tuple[dict[str, str], int]:
         if len(parts) >= 4:
             status[parts[1]] = parts[-1]
     return status, workers
+
+
+def alive_here(root: Path = Path(".")) -> tuple[set[str], int]:
+    """What of this repository's queue is alive, from the process records DVC keeps: the
+    members whose ``dvc exp exec-run`` process runs (``.dvc/tmp/exps/run/<rev>/<rev>.run``
+    names the member, ``<rev>.pid`` holds its process), and the workers whose process runs
+    (``.dvc/tmp/exps/celery/dvc-exp-worker-<n>.json``).
+
+    ``dvc queue status`` counts workers by asking them over Celery, and a worker whose
+    member trains on a loaded machine may not answer in time: there, 0 workers means "no
+    answer", not "none alive". The processes are the ground truth.
+    """
+    exps = root / ".dvc" / "tmp" / "exps"
+    running = set()
+    for info in exps.glob("run/*/*.run"):
+        try:
+            name = json.loads(info.read_text(encoding="utf-8"))["name"]
+            pid = int(info.with_suffix(".pid").read_text(encoding="utf-8").strip())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or a run of another kind
+        if name and pid_alive(pid):
+            running.add(name)
+    workers = 0
+    for info in exps.glob("celery/dvc-exp-worker-*.json"):
+        try:
+            pid = json.loads(info.read_text(encoding="utf-8"))["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        workers += isinstance(pid, int) and pid_alive(pid)
+    return running, workers
 
 
 def wait_for_idle_queue(timeout_s: float, poll_s: float) -> None:
@@ -76,21 +107,27 @@ def queue(sweep: Sweep, sweep_id: str, overrides: list[str]) -> list[str]:
 
 
 def wait(
-    names: list[str], poll_s: float, jobs: int = 1, orphan_after_s: float = 120.0
+    names: list[str],
+    poll_s: float,
+    jobs: int = 1,
+    orphan_after_s: float = 120.0,
+    root: Path = Path("."),
 ) -> dict[str, str]:
     """Log progress until every member is done; return their final statuses.
 
-    A member still waiting when no worker is alive gets workers started again; one left
-    "Running" with no worker for ``orphan_after_s`` (its worker died) is reported as
-    ``Orphaned`` rather than waited for forever.
+    When neither DVC nor the process records (:func:`alive_here`) show a live worker or a
+    live member for ``orphan_after_s``, a member still waiting gets workers started again,
+    and one left "Running" (its worker died) is reported as ``Orphaned`` rather than waited
+    for forever.
     """
     last, no_worker_since, orphaned = None, None, set()
     while True:
         status, workers = queue_status()
+        running, worker_processes = alive_here(root)
         ours = {name: status.get(name, "Queued") for name in names}
         ours |= {name: ORPHANED for name in orphaned}
         pending = [n for n in names if ours[n] not in (*DONE, ORPHANED)]
-        if workers or not pending:
+        if workers or worker_processes or running or not pending:
             no_worker_since = None
         elif no_worker_since is None:
             no_worker_since = time.monotonic()
@@ -164,7 +201,7 @@ def run(
     # 3. Run them in DVC's queue workers, each in its own temporary copy of the repo.
     _dvc("queue", "start", "--jobs", str(jobs))
     try:
-        final = wait(names, poll_s, jobs)
+        final = wait(names, poll_s, jobs, root=root)
     except KeyboardInterrupt:
         log.warning("Stopped waiting; the members go on running (`dvc queue kill` stops them)")
         raise
