@@ -23,6 +23,13 @@ TEST ?= permutation
 ROW ?=
 RERUN ?=
 RESULTS_FILE ?= results.yaml
+# `make push` / `make pull`: the pipeline's data and models to / from a DVC remote (README:
+# Sharing); REMOTE names one of `dvc remote list`, else the default one (`dvc remote add -d`).
+# `make exp-push EXP=my-exp`: experiments (EXP: names; none: those of HEAD) to the git remote
+# GIT_REMOTE, their outputs to the DVC remote; `make exp-pull EXP=my-exp` brings them back.
+REMOTE ?=
+GIT_REMOTE ?= origin
+EXP ?=
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr|seed)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -40,7 +47,8 @@ export HF_HUB_OFFLINE ?= 1
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser mirror run params sweep report compare regress results exps test lint sync ui bench clean
+.PHONY: help install browser mirror run params sweep report compare regress results exps push pull \
+	exp-push exp-pull test lint sync ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -95,6 +103,36 @@ results: $(STAMP) ## Regenerate RESULTS.md's recipe tables from results.yaml
 
 exps: $(STAMP) ## dvc exp show, with the columns that matter
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'
+
+# One message, before anything moves, when the DVC remote is missing: `make exp-push` would
+# otherwise push the git refs and only then fail on the data.
+define need_remote
+@if [ -n "$(REMOTE)" ]; then \
+  $(BIN)/dvc remote list | awk '{print $$1}' | grep -qxF -- '$(REMOTE)' || { \
+    echo "error: no DVC remote named '$(REMOTE)' (\`dvc remote list\` names the configured ones;" \
+      "README: Sharing)" >&2; exit 1; }; \
+elif ! $(BIN)/dvc remote default >/dev/null; then \
+  echo "error: no DVC remote configured: add one first, e.g." \
+    "\`dvc remote add -d storage /mnt/shared/irtune-dvc\` (or s3://, gs://, ssh://;" \
+    "README: Sharing), or name one with REMOTE=<name>" >&2; exit 1; \
+fi
+endef
+
+push: $(STAMP) ## dvc push: data and models to the DVC remote (REMOTE=<name>, else the default)
+	$(need_remote)
+	$(BIN)/dvc push $(if $(REMOTE),-r $(REMOTE))
+
+pull: $(STAMP) ## dvc pull: data and models from the DVC remote (REMOTE=<name>, else the default)
+	$(need_remote)
+	$(BIN)/dvc pull $(if $(REMOTE),-r $(REMOTE))
+
+exp-push: $(STAMP) ## dvc exp push: experiments EXP= (none: HEAD's) to GIT_REMOTE, outputs to REMOTE
+	$(need_remote)
+	$(BIN)/dvc exp push $(if $(REMOTE),-r $(REMOTE)) $(GIT_REMOTE) $(EXP)
+
+exp-pull: $(STAMP) ## dvc exp pull: experiments EXP= (none: HEAD's) from GIT_REMOTE, outputs too
+	$(need_remote)
+	$(BIN)/dvc exp pull $(if $(REMOTE),-r $(REMOTE)) $(GIT_REMOTE) $(EXP)
 
 test: $(STAMP) ## Run the whole test suite, offline
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
