@@ -31,10 +31,10 @@ from irtune.workspace import run_captured
 
 pytestmark = pytest.mark.e2e
 
-#: A's experiment: the zero-shot model, so train passes the base model through and the
-#: stages after it rerun on a model that differs from main's.
-EXP_A = "shared-zero-shot"
-#: B's own experiment: a shallower rerank, so only rerank and evaluate rerun.
+#: A's experiment: a shallower rerank, so only rerank and evaluate rerun, on a rerank run
+#: that differs from main's.
+EXP_A = "shared-rerank-5"
+#: B's own experiment: another rerank depth, so again only rerank and evaluate rerun.
 EXP_B = "b-rerank-10"
 SHARING_TARGETS = ("push", "pull", "exp-push", "exp-pull")
 #: Outputs B's pull must reproduce byte for byte, and their bytes in A at main's commit.
@@ -169,11 +169,12 @@ def test_a_pushes_its_pipeline_and_an_experiment(repo: E2ERepo, shared: dict[str
     repo.run("git", "push", "-q", "origin", "main")
     A_MAIN.update({rel: files(repo.root / rel) for rel in COMPARED_OUTS})
 
-    out = repo.dvc("exp", "run", "-n", EXP_A, "-S", "train.epochs=0")
-    assert "Running stage 'train'" in out, out[-OUTPUT_TAIL:]
-    assert "Running stage 'download'" not in out, out[-OUTPUT_TAIL:]
+    out = repo.dvc("exp", "run", "-n", EXP_A, "-S", "rerank.top_k=5")
+    ran = sorted(s for s in stage_names(repo) if f"Running stage '{s}'" in out)
+    assert ran == ["evaluate", "rerank"], f"A's experiment ran {ran}:\n{out[-OUTPUT_TAIL:]}"
     exp_outs = lock_outs(repo, EXP_A)
-    assert exp_outs["data/model"] != main_outs["data/model"], "epochs=0 kept main's model"
+    rerank_run = "data/runs/rerank.trec"
+    assert exp_outs[rerank_run] != main_outs[rerank_run], "top_k=5 kept main's rerank run"
 
     out = make(repo, "exp-push", f"EXP={EXP_A}")
     assert f"Pushed experiment {EXP_A} to Git remote 'origin'" in out, out
@@ -230,7 +231,7 @@ def test_b_pulls_the_experiment_and_compares_its_own(repo: E2ERepo, clone_b: E2E
     out = make(b, "exp-pull", f"EXP={EXP_A}")
     assert EXP_A in b.exp_names(), out
     shown = b.exp_data()
-    assert shown[EXP_A]["train"]["epochs"] == 0, shown[EXP_A]
+    assert shown[EXP_A]["rerank"]["top_k"] == 5, shown[EXP_A]
     metrics = b.exp_data("metrics/eval.json")
     assert metrics[EXP_A] == repo.exp_data("metrics/eval.json")[EXP_A]
     exp_outs = lock_outs(b, EXP_A)
@@ -258,5 +259,5 @@ def test_b_pulls_the_experiment_and_compares_its_own(repo: E2ERepo, clone_b: E2E
 
     b.dvc("exp", "apply", EXP_A)
     applied = yaml.safe_load((b.root / "params.yaml").read_text(encoding="utf-8"))
-    assert applied["train"]["epochs"] == 0, applied["train"]
+    assert applied["rerank"]["top_k"] == 5, applied["rerank"]
     assert_nothing_recomputed(b)
