@@ -19,21 +19,13 @@ def build_parser():
     parser.add_argument("--rerank-run", type=Path, required=True, help="reranked TREC run")
     parser.add_argument("--baseline-run", type=Path, required=True, help="zero-shot TREC run")
     parser.add_argument("--train-history", type=Path, required=True, help="train stage's JSON")
-    parser.add_argument(
-        "--retrieve-metrics", type=Path, required=True, help="retrieve's dev choices (JSON)"
-    )
-    parser.add_argument(
-        "--download-metrics", type=Path, required=True, help="the data's counts, its dev carve-out"
-    )
+    parser.add_argument("--retrieve-metrics", type=Path, required=True, help="dev choices (JSON)")
+    parser.add_argument("--download-metrics", type=Path, required=True, help="data counts (JSON)")
     parser.add_argument("--out", type=Path, required=True, help="mean metrics (JSON)")
-    parser.add_argument(
-        "--significance", type=Path, required=True, help="tests against the baseline (JSON)"
-    )
+    parser.add_argument("--significance", type=Path, required=True, help="tests (JSON)")
     parser.add_argument("--per-query", type=Path, required=True, help="per-query metrics (JSON)")
     parser.add_argument("--record", type=Path, required=True, help="the MLflow run (JSON)")
-    parser.add_argument(
-        "--delta-plot", type=Path, required=True, help="per-query delta vs zero-shot (DVC plot)"
-    )
+    parser.add_argument("--delta-plot", type=Path, required=True, help="per-query delta (DVC plot)")
     return parser
 
 
@@ -51,7 +43,7 @@ def main(args, cfg):
     # One MLflow run, built from files on disk so cached upstream stages lose nothing; the
     # record stays on disk for `make sync` if the store cannot be reached.
     artifacts = [args.out, args.significance, args.per_query, args.train_history]
-    artifacts += [args.download_metrics]
+    artifacts.append(args.download_metrics)
     record = build_record(
         cfg,
         result.metrics,
