@@ -133,6 +133,16 @@ class E2ERepo:
         return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+def compare_rows(out: str) -> dict[str, list[str]]:
+    """The rows of the table ``make compare`` prints: metric -> its other cells."""
+    return {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| metric")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+
+
 def _ls(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 

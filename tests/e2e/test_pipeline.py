@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo
+from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo, compare_rows
 
 from irtune.workspace import run_captured
 
@@ -233,12 +233,7 @@ def test_compare_two_experiments_per_query(repo: E2ERepo) -> None:
         "make", "--no-print-directory", "compare", f"A={a}", f"B={b}", "RUN=rerank",
         f"BIN={VENV_BIN}", "STAMP=",
     )  # fmt: skip
-    rows = {
-        cells[0]: cells[1:]
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith("| metric")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = compare_rows(out)
     metrics = repo.exp_data("metrics/eval.json")
     assert set(rows) == set(metrics[a]["rerank"]), out
     assert "paired randomization test" in out, out

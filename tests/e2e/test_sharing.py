@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_repo import OUTPUT_TAIL, VENV_BIN, E2ERepo
+from e2e_repo import OUTPUT_TAIL, VENV_BIN, E2ERepo, compare_rows
 
 from irtune.workspace import run_captured
 
@@ -245,12 +245,7 @@ def test_b_pulls_the_experiment_and_compares_its_own(repo: E2ERepo, clone_b: E2E
     assert EXP_B in b.exp_names()
 
     out = make(b, "compare", f"A={EXP_A}", f"B={EXP_B}", "RUN=rerank")
-    rows = {
-        cells[0]: cells[1:]
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith("| metric")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = compare_rows(out)
     b_metrics = b.exp_data("metrics/eval.json")
     assert rows and set(rows) == set(b_metrics[EXP_A]["rerank"]), out
     for metric, (value, base, *_) in rows.items():
