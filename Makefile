@@ -48,7 +48,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser mirror run params sweep report compare regress results exps push pull \
-	exp-push exp-pull test lint sync ui bench clean
+	exp-push exp-pull test lint sync register ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -152,6 +152,10 @@ bench: $(STAMP) ## Benchmarks vs the plain library calls -> reports/bench/bench.
 
 sync: $(STAMP) ## Log to MLflow the runs that could not be logged when they ran
 	$(BIN)/python -m irtune.sync
+
+register: $(STAMP) ## Register a bi-encoder in MLflow's model registry (EXP=<exp> or BEST_OF=<sweep>; NAME=)
+	$(BIN)/python -m irtune.register $(if $(EXP),--exp $(EXP)) \
+	  $(if $(BEST_OF),--best-of $(BEST_OF)) $(if $(NAME),--name $(NAME))
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

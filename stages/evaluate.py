@@ -21,6 +21,7 @@ def build_parser():
     parser.add_argument("--train-history", type=Path, required=True, help="train stage's JSON")
     parser.add_argument("--retrieve-metrics", type=Path, required=True, help="dev choices (JSON)")
     parser.add_argument("--download-metrics", type=Path, required=True, help="data counts (JSON)")
+    parser.add_argument("--model", type=Path, required=True, help="trained bi-encoder (logged)")
     parser.add_argument("--out", type=Path, required=True, help="mean metrics (JSON)")
     parser.add_argument("--significance", type=Path, required=True, help="tests (JSON)")
     parser.add_argument("--per-query", type=Path, required=True, help="per-query metrics (JSON)")
@@ -52,6 +53,8 @@ def main(args, cfg):
         artifacts,
         read_json(args.retrieve_metrics),
         read_json(args.download_metrics),
+        data_dir=args.data,
+        model_dir=args.model,
     )
     write_json(args.record, record)
     if cfg.tracking.enabled:

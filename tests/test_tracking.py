@@ -8,6 +8,7 @@ the tiny dataset, so no model is trained here; the stores are real SQLite MLflow
 from __future__ import annotations
 
 import ast
+import getpass
 import inspect
 import json
 import logging
@@ -18,9 +19,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import yaml
 from harness import REPO, StageWorkspace, default_params
@@ -47,12 +50,13 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|ACCE
 
 @pytest.fixture
 def repo(
-    tmp_path: Path, tiny_beir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_beir: Path, tiny_bi_encoder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, dict[str, Any]]:
     """A workspace holding everything the evaluate stage reads, as the cwd and repo root.
 
-    The three runs are seeded random rankings of the corpus for the test queries, and
-    metrics/train.json is a small history with a loss curve and one dev point.
+    The three runs are seeded random rankings of the corpus for the test queries,
+    metrics/train.json is a small history with a loss curve and one dev point, and the
+    "trained" model data/model is the tiny bi-encoder.
     """
     root = tmp_path / "repo"
     root.mkdir()
@@ -69,6 +73,7 @@ def repo(
         tracking={"uri": UNREACHABLE, "experiment": EXPERIMENT},
     )
     data = Path(shutil.copytree(tiny_beir, root / "data" / "raw" / "tiny"))
+    shutil.copytree(tiny_bi_encoder, root / "data" / "model")
     qrels = read_qrels(find_file(data / "qrels", "test.tsv"))
     doc_ids = list(read_corpus(find_file(data, "corpus.jsonl")))
     rng = random.Random(0)
@@ -170,8 +175,17 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
     assert len(pending) == 1, pending
     record = json.loads((root / "data" / "eval" / "mlflow_record.json").read_text("utf-8"))
     waiting = json.loads(pending[0].read_text(encoding="utf-8"))
-    assert waiting == record | {"tracking_uri": UNREACHABLE}
     assert pending[0].name == f"{record['run_key']}.json"
+    # The record waits with copies of its files: a queued experiment's vanish with its copy.
+    files = tracking.pending_dir() / record["run_key"]
+    assert waiting == record | {
+        "tracking_uri": UNREACHABLE,
+        "artifacts": [str(files / Path(a).name) for a in record["artifacts"]],
+        "model": record["model"] | {"path": str(files / "model")},
+    }
+    for original, copy in zip(record["artifacts"], waiting["artifacts"], strict=True):
+        assert Path(copy).read_bytes() == (root / original).read_bytes(), copy
+    shutil.rmtree(root / "data" / "model")  # the next experiment's checkout, say
     # What retrieve chose on dev travels with the run (the grids stay in the file).
     chosen = {k: v for k, v in record["metrics"].items() if k.startswith(("chosen.", "dev_"))}
     assert chosen == {
@@ -202,10 +216,16 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Sent 1 run(s)" in proc.stderr, proc.stderr
-    assert list(tracking.pending_dir().glob("*.json")) == [], "the sent record still waits"
+    assert list(tracking.pending_dir().iterdir()) == [], "the sent record still waits"
     runs = _runs(store)
     assert len(runs) == 1, f"expected one run, found {len(runs)}"
     _assert_run_matches(runs[0], record)
+    # Logged late, the run keeps the pipeline's own times, and the model (from the copy).
+    assert (runs[0].info.start_time, runs[0].info.end_time) == (
+        record["start_time"],
+        record["end_time"],
+    )
+    assert runs[0].data.tags[tracking.MODEL_URI_TAG].startswith("models:/")
 
     with pytest.raises(SystemExit) as exit_info:
         sync_cli.main(["--uri", store])
@@ -236,7 +256,135 @@ def test_resending_a_record_never_duplicates_the_run(
     _assert_run_matches(runs[0], record)
 
 
-# --- (b) security ------------------------------------------------------------------------
+# --- (b) MLflow's own conventions, the model and the registry ------------------------------
+
+
+def _git_repo(root: Path, origin: str) -> str:
+    """Make ``root`` a git repository with one commit and ``origin``; returns HEAD."""
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    subprocess.run([*git, "remote", "add", "origin", origin], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_a_run_fills_mlflows_own_columns(repo: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """The runs page's own columns fill: Source and Version from MLflow's system tags (the
+    pipeline's dvc.yaml, its git commit), User, Duration spanning the pipeline (outside DVC,
+    as here, the process that ran the stage) rather than the logging, and Dataset: the
+    evaluated BEIR folder as a run input, its split as context and its counts as profile."""
+    import psutil
+
+    root, params = repo
+    head = _git_repo(root, "https://git.example.com/team/irtune.git")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    params["tracking"]["uri"] = store
+    before = time.time()
+    _evaluate(root, params)
+    after = time.time()
+    (run,) = _runs(store)
+
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == str(root.resolve() / "dvc.yaml")
+    assert tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.git.commit"] == head == tags["git_commit"]
+    assert tags["mlflow.source.git.repoURL"] == "https://git.example.com/team/irtune.git"
+    assert tags["mlflow.user"] == getpass.getuser()
+    started = int(psutil.Process().create_time() * 1000)  # this process ran the stage
+    assert run.info.start_time == started < before * 1000
+    assert before * 1000 <= run.info.end_time <= after * 1000
+
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.name == "tiny"
+    assert given.dataset.source_type == "local"
+    assert json.loads(given.dataset.source) == {"uri": params["dataset"]["source"]}
+    assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "test"}
+    profile = json.loads(given.dataset.profile)
+    counts = json.loads((root / "metrics" / "download.json").read_text(encoding="utf-8"))
+    assert profile["test_queries"] == counts["test_queries"], profile
+    # The digest is the data's: a changed judgement changes it, the same bytes do not.
+    cfg = Config()
+    cfg.dataset.source = params["dataset"]["source"]
+    data = root / "data" / "raw" / "tiny"
+    assert tracking.dataset_input(cfg, data, counts)["digest"] == given.dataset.digest
+    qrels = find_file(data / "qrels", "test.tsv")
+    qrels.write_bytes(qrels.read_bytes().replace(b"\t1\n", b"\t2\n", 1))
+    assert tracking.dataset_input(cfg, data, counts)["digest"] != given.dataset.digest
+
+
+def test_is_dvc_reads_the_ways_dvc_is_started() -> None:
+    assert tracking._is_dvc(["/venv/bin/python", "/venv/bin/dvc", "exp", "run"])
+    assert tracking._is_dvc(["dvc", "repro"])
+    assert tracking._is_dvc(["python3", "-m", "dvc", "exp", "exec-run"])
+    assert not tracking._is_dvc(["sh", "-c", "python stages/evaluate.py --data /tmp/dvc/x"])
+    assert not tracking._is_dvc(["python", "/tmp/dvc-repo/stages/train.py"])
+
+
+def test_the_trained_model_is_logged_registered_and_loads_back(
+    repo: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The run carries data/model with MLflow's sentence_transformers flavor; `make register
+    EXP=...` makes it a version of irtune-<dataset> tagged with the run's metrics and
+    origin, which loads back through MLflow and embeds as data/model does. `--best-of` a
+    sweep picks its member with the best ndcg_at_10; an unknown experiment is one error."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from irtune import register
+
+    root, params = repo
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    params["tracking"]["uri"] = store
+    params["sweep"] |= {"name": "losses", "id": "s1"}
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    _evaluate(root, params)
+    # A second member of the sweep, whose final run is the (worse or better) baseline run.
+    runs_dir = root / "data" / "runs"
+    shutil.copy(runs_dir / "baseline.trec", runs_dir / "rerank.trec")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")
+    _evaluate(root, params)
+    by_name = {r.info.run_name: r for r in _runs(store)}
+    assert set(by_name) == {"exp-a", "exp-b"}
+    for run in by_name.values():
+        assert run.data.tags[tracking.MODEL_URI_TAG].startswith("models:/"), run.data.tags
+
+    args = ["--params", str(root / "params.yaml")]
+    register.main(["--exp", "exp-a", *args])
+    client = MlflowClient(tracking_uri=store)
+    version = client.get_model_version("irtune-tiny", "1")
+    run = by_name["exp-a"]
+    assert version.run_id == run.info.run_id
+    assert version.tags["dvc_exp_name"] == "exp-a"
+    assert version.tags["sweep"] == "losses"
+    assert version.tags["metric.ndcg_at_10"] == f"{run.data.metrics['ndcg_at_10']:.4f}"
+
+    mlflow.set_tracking_uri(store)
+    try:
+        loaded = mlflow.sentence_transformers.load_model("models:/irtune-tiny/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    texts = ["vitamin d and bone density", "a query about statins"]
+    expected = load_bi_encoder(str(root / "data" / "model")).encode(texts)
+    assert numpy.array_equal(loaded.encode(texts), expected)
+
+    register.main(["--best-of", "losses", "--name", "best", *args])
+    best = max(by_name.values(), key=lambda r: r.data.metrics["ndcg_at_10"])
+    assert client.get_model_version("best", "1").run_id == best.info.run_id
+
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(SystemExit) as exit_info:
+        register.main(["--exp", "nope", *args])
+    assert exit_info.value.code == 1
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "DVC experiment 'nope'" in error, error
+
+
+# --- (c) security ------------------------------------------------------------------------
 
 
 def test_no_secret_reaches_the_run_or_the_record(
@@ -322,7 +470,11 @@ ALLOWED_FLAGS = {
 
 
 #: Loaders that wrap another loader pass on their own argument (which defaults to False).
-WRAPPERS = {("src/irtune/models.py", "load_bi_encoder", "trust_remote_code")}
+WRAPPERS = {
+    ("src/irtune/models.py", "load_bi_encoder", "trust_remote_code"),
+    # Logging a run's model: the flag travels in the record, from cfg.model.
+    ("src/irtune/tracking.py", "load_bi_encoder", "trust_remote_code"),
+}
 
 
 def _model_loads() -> list[tuple[str, int, str, str | None]]:

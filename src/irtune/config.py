@@ -237,6 +237,9 @@ class TrackingConfig:
     #: MLflow tracking URI. Empty: ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` at the repo root.
     uri: str = ""
     experiment: str = "irtune"
+    #: Log the trained bi-encoder with the run (MLflow's ``sentence_transformers`` flavor),
+    #: for ``make register``. Off: metrics only, no model files in the artifact store.
+    log_model: bool = True
 
 
 @dataclass

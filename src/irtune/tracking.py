@@ -8,21 +8,31 @@ even when every upstream stage came from DVC's cache, and a record that could no
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
+import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from irtune.config import Config, TrackingConfig, flatten
+from irtune.mirror import is_hub_id
 from irtune.pipeline import repo_root
 
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "irtune.run_key"
+#: The run's logged bi-encoder (``models:/<id>``), for ``make register``.
+MODEL_URI_TAG = "irtune.model_uri"
+#: Where a logged model goes in the run, and the registry's name for the flavor's files.
+MODEL_NAME = "bi-encoder"
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -35,15 +45,112 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def git_commit() -> str:
-    """The commit the workspace (or the experiment's temporary copy) is based on."""
+def _git(*args: str) -> str:
+    """``git <args>``'s output in the current folder, or "" where it fails."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def git_commit() -> str:
+    """The commit the workspace (or the experiment's temporary copy) is based on."""
+    return _git("rev-parse", "HEAD")
+
+
+def system_tags() -> dict[str, str]:
+    """MLflow's own system tags, so that the runs page's Source, Version and User columns
+    fill as they do for a run MLflow started itself: the pipeline (``dvc.yaml`` of the
+    repository) is the source, its commit the version. The git remote's URL is recorded
+    only without credentials in it."""
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": str(repo_root() / "dvc.yaml"),
+        "mlflow.source.git.commit": git_commit(),
+        "mlflow.source.git.branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+        "mlflow.user": _user(),
+    }
+    remote = _git("remote", "get-url", "origin")
+    if remote and "@" not in remote.split("://", 1)[-1].split("/", 1)[0]:
+        tags["mlflow.source.git.repoURL"] = remote
+    return {k: v for k, v in tags.items() if v}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return ""
+
+
+def pipeline_start() -> float:
+    """When the pipeline that runs this stage started (seconds since the epoch).
+
+    The stage's nearest ``dvc`` ancestor process is the pipeline: ``dvc repro`` or
+    ``dvc exp run`` in the workspace, ``dvc exp exec-run`` for a queued experiment. Its
+    start is the run's start, so the MLflow run spans every stage that ran, not only the
+    logging. Outside DVC (a stage run by hand), the stage's own process start.
+    """
+    import psutil
+
+    me = psutil.Process()
+    try:
+        for parent in me.parents():
+            if _is_dvc(parent.cmdline()):
+                return parent.create_time()
+    except (psutil.Error, OSError):  # an ancestor gone or hidden: fall back
+        pass
+    return me.create_time()
+
+
+def _is_dvc(argv: list[str]) -> bool:
+    """Whether a command line runs DVC (``dvc ...``, ``python .../dvc ...`` or
+    ``python -m dvc ...``)."""
+    head = argv[:3]
+    return any(Path(arg).name == "dvc" for arg in head[:2]) or head[1:3] == ["-m", "dvc"]
+
+
+def dataset_input(cfg: Config, data_dir: Path, counts: dict[str, Any]) -> dict[str, Any]:
+    """The evaluated dataset as an MLflow dataset input (``mlflow.log_input``'s entity),
+    so the runs page's Dataset column names it.
+
+    Args:
+        cfg: The config: the dataset's name, source and test split.
+        data_dir: The BEIR folder the run was evaluated on; its files' bytes make the
+            digest, so two runs on the same data show the same dataset.
+        counts: The download stage's counts, the dataset's profile.
+
+    Returns:
+        The fields of :class:`mlflow.entities.Dataset`, plus ``context`` (the split).
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+    digest = hashlib.md5(usedforsecurity=False)
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(data_dir).as_posix().encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    source = cfg.dataset.source
+    if is_hub_id(source):
+        origin = HuggingFaceDatasetSource(path=source, split=cfg.dataset.test_split)
+    else:  # a path (MLflow's "local" source) or a URL ("http")
+        if "://" not in source:
+            source = str(Path(source).expanduser().resolve())
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all local
+            warnings.simplefilter("ignore", UserWarning)
+            origin = resolve_dataset_source(source)
+    profile = {k: v for k, v in counts.items() if isinstance(v, int)}
+    return {
+        "name": f"{cfg.dataset.name}",
+        "digest": digest.hexdigest()[:8],
+        "source_type": origin._get_source_type(),
+        "source": origin.to_json(),
+        "profile": json.dumps(profile, sort_keys=True),
+        "context": cfg.dataset.test_split,
+    }
 
 
 def build_record(
@@ -54,6 +161,8 @@ def build_record(
     artifacts: list[Path],
     retrieve_choices: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    data_dir: Path | None = None,
+    model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Assemble everything one MLflow run holds.
 
@@ -74,6 +183,9 @@ def build_record(
         data: The download stage's ``metrics/download.json``: its counts become ``data.*``
             metrics, and the ``dev_split`` tag says where dev came from (a carve-out: how
             many train queries, which seed; its query ids are in the file, an artifact).
+        data_dir: The evaluated BEIR folder: the run's dataset input (:func:`dataset_input`).
+        model_dir: The trained bi-encoder, logged with MLflow's ``sentence_transformers``
+            flavor when ``tracking.log_model`` is on (``make register`` registers it).
 
     Returns:
         A JSON-serialisable record; ``run_key`` identifies it across retries.
@@ -86,8 +198,18 @@ def build_record(
         "run_key": uuid.uuid4().hex,
         "run_name": exp_name or f"workspace-{datetime.now(UTC):%Y%m%d-%H%M%S}",
         "experiment": cfg.tracking.experiment,
+        # The pipeline's span, not the logging's: MLflow's Duration column.
+        "start_time": int(pipeline_start() * 1000),
+        "end_time": int(time.time() * 1000),
         "params": {k: str(v) for k, v in flatten(cfg).items()},
-        "tags": {
+        "inputs": [dataset_input(cfg, data_dir, data)] if data_dir else [],
+        "model": (
+            {"path": str(model_dir), "trust_remote_code": cfg.model.trust_remote_code}
+            if model_dir and cfg.tracking.log_model
+            else None
+        ),
+        "tags": system_tags()
+        | {
             "git_commit": git_commit(),
             "dvc_exp_name": exp_name,
             "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
@@ -180,8 +302,9 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
     """Send a record to MLflow as one run, unless a run with its ``run_key`` exists.
 
     Returns:
-        The MLflow run id, or None if the store could not be reached: a warning says so and
-        the record waits in :func:`pending_dir` for ``make sync``.
+        The MLflow run id, or None if the store could not be reached or refused the run: a
+        warning says so and the record, with copies of its files, waits in
+        :func:`pending_dir` for ``make sync``.
     """
     uri = tracking_uri(cfg)
     # A store that does not answer should cost seconds, not MLflow's minutes of retries.
@@ -190,9 +313,7 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
     try:
         return _log(record, uri)
     except Exception as exc:  # tracking must never fail the pipeline
-        spool = pending_dir() / f"{record['run_key']}.json"
-        spool.parent.mkdir(parents=True, exist_ok=True)
-        spool.write_text(json.dumps(record | {"tracking_uri": uri}, indent=2), encoding="utf-8")
+        spool = _spool(record, uri)
         log.warning(
             "MLflow store %s unreachable (%s); metrics stay on disk and the run waits in %s "
             "for `make sync`",
@@ -201,6 +322,25 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
             spool,
         )
         return None
+
+
+def _spool(record: dict[str, Any], uri: str) -> Path:
+    """Write ``record`` to :func:`pending_dir` with copies of its artifacts and model (a
+    queued experiment's files vanish with its temporary copy); returns the record's path."""
+    files = pending_dir() / record["run_key"]
+    files.mkdir(parents=True, exist_ok=True)
+    artifacts = []
+    for path in map(Path, record["artifacts"]):
+        if path.is_file():
+            artifacts.append(str(shutil.copy2(path, files / path.name)))
+    model = record.get("model")
+    if model and Path(model["path"]).is_dir():
+        copy = shutil.copytree(model["path"], files / "model", dirs_exist_ok=True)
+        model = model | {"path": str(copy)}
+    spool = pending_dir() / f"{record['run_key']}.json"
+    waiting = record | {"artifacts": artifacts, "model": model, "tracking_uri": uri}
+    spool.write_text(json.dumps(waiting, indent=2), encoding="utf-8")
+    return spool
 
 
 def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
@@ -225,6 +365,7 @@ def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
             failed += 1
             continue
         path.unlink()
+        shutil.rmtree(path.with_suffix(""), ignore_errors=True)
         sent += 1
     return sent, failed
 
@@ -243,7 +384,7 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 
 def _log(record: dict[str, Any], uri: str) -> str:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -256,24 +397,70 @@ def _log(record: dict[str, Any], uri: str) -> str:
         return existing[0].info.run_id
 
     tags = record["tags"] | {RUN_KEY_TAG: record["run_key"], "mlflow.runName": record["run_name"]}
-    run = client.create_run(exp_id, run_name=record["run_name"], tags=tags)
-    now = int(datetime.now(UTC).timestamp() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in record["metrics"].items()]
+    start, end = record.get("start_time"), record.get("end_time")
+    run = client.create_run(exp_id, start_time=start, run_name=record["run_name"], tags=tags)
+    run_id = run.info.run_id
+    stamp = end or int(datetime.now(UTC).timestamp() * 1000)
+    metrics = [Metric(k, float(v), stamp, 0) for k, v in record["metrics"].items()]
     metrics += [
-        Metric(name, float(value), now, int(step))
+        Metric(name, float(value), stamp, int(step))
         for name, points in record["histories"].items()
         for step, value in points
     ]
     params = [Param(k, v) for k, v in record["params"].items()]
-    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     # log_batch takes at most 100 params and 1000 metrics a call.
     for i in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[i : i + 100])
+        client.log_batch(run_id, params=params[i : i + 100])
     for i in range(0, len(metrics), 1000):
-        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    inputs = [
+        DatasetInput(
+            Dataset(**{k: v for k, v in d.items() if k != "context"}),
+            [InputTag("mlflow.data.context", d["context"])],
+        )
+        for d in record.get("inputs", [])
+    ]
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
     for path in record["artifacts"]:
         if Path(path).exists():
-            client.log_artifact(run.info.run_id, path)
-    client.set_terminated(run.info.run_id)
-    log.info("Logged MLflow run %s (%s) to %s", run.info.run_id, record["run_name"], uri)
-    return run.info.run_id
+            client.log_artifact(run_id, path)
+    model = record.get("model")
+    if model and Path(model["path"]).is_dir():
+        client.set_tag(run_id, MODEL_URI_TAG, _log_model(run_id, uri, **model))
+    client.set_terminated(run_id, end_time=end)
+    log.info("Logged MLflow run %s (%s) to %s", run_id, record["run_name"], uri)
+    return run_id
+
+
+def _log_model(run_id: str, uri: str, path: str, trust_remote_code: bool) -> str:
+    """Log the bi-encoder at ``path`` to run ``run_id`` with MLflow's
+    ``sentence_transformers`` flavor; returns its model URI (``models:/<id>``).
+
+    The requirements are the installed versions, stated rather than inferred (inference
+    loads the model again in a subprocess).
+    """
+    import mlflow
+    import sentence_transformers
+    import torch
+    import transformers
+
+    from irtune.models import load_bi_encoder
+
+    model = load_bi_encoder(path, trust_remote_code=trust_remote_code)
+    requirements = [
+        f"sentence-transformers=={sentence_transformers.__version__}",
+        f"transformers=={transformers.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+    ]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.sentence_transformers.log_model(
+                model, name=MODEL_NAME, pip_requirements=requirements
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return info.model_uri

@@ -32,6 +32,7 @@ import pytest
 import yaml
 from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo, compare_rows
 
+from irtune.tracking import MODEL_URI_TAG
 from irtune.workspace import run_captured
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +59,9 @@ def test_repro_runs_all_stages_and_logs_one_run(repo: E2ERepo) -> None:
     dvc_yaml = yaml.safe_load((repo.root / "dvc.yaml").read_text(encoding="utf-8"))
     stages = list(dvc_yaml["stages"])
     assert set(STAGES) <= set(stages), f"dvc.yaml lost stages: {set(STAGES) - set(stages)}"
+    before = time.time()
     out = repo.dvc("repro")
+    after = time.time()
     missing = [s for s in stages if f"Running stage '{s}'" not in out]
     assert not missing, f"stages not run by `dvc repro`: {missing}; output:\n{out[-OUTPUT_TAIL:]}"
     # Every stage ran this repository's library, not the one the editable install names.
@@ -101,6 +104,15 @@ def test_repro_runs_all_stages_and_logs_one_run(repo: E2ERepo) -> None:
     assert tags.get("dataset") == "tiny", tags
     assert tags.get("base_model") == str(repo.assets["bi_encoder"]), tags
     assert run.info.status == "FINISHED", run.info
+    # MLflow's own columns: Source, Version, User, Dataset, and a Duration that is the
+    # pipeline's (from `dvc repro`'s start), not the evaluate stage's logging.
+    assert tags["mlflow.source.git.commit"] == repo.head(), tags
+    assert tags["mlflow.source.name"] == str(repo.root.resolve() / "dvc.yaml"), tags
+    assert "mlflow.user" in tags, tags
+    assert before <= run.info.start_time / 1000 < before + 30, (before, run.info.start_time)
+    assert after - 30 < run.info.end_time / 1000 <= after, (after, run.info.end_time)
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["tiny"], run.inputs
+    assert tags[MODEL_URI_TAG].startswith("models:/"), tags
 
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-q", "-m", "e2e: baseline run")
@@ -132,6 +144,11 @@ def test_workspace_experiment_logs_a_second_run(repo: E2ERepo) -> None:
     assert run.data.tags.get("dvc_exp_baseline_rev") == head, (head, run.data.tags)
     assert run.data.tags.get("git_commit") == head, (head, run.data.tags)
     assert run.data.metrics["rerank.ndcg_at_10"] == pytest.approx(metrics["rerank"]["ndcg_at_10"])
+    # `make register EXP=<name>`: the experiment's bi-encoder becomes a model version.
+    out = repo.run(
+        "make", "-s", "register", f"EXP={cosent[0]}", "NAME=tiny-e2e", f"BIN={VENV_BIN}", "STAMP="
+    )
+    assert "Registered tiny-e2e version 1" in out, out
     repo.exp_run_id = run.info.run_id
     repo.passed.add("exp_run")
 
