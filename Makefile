@@ -48,7 +48,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser mirror run params sweep report compare regress results exps push pull \
-	exp-push exp-pull test lint sync register ui bench clean
+	exp-push exp-pull test test-all lint sync register ui bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -134,7 +134,10 @@ exp-pull: $(STAMP) ## dvc exp pull: experiments EXP= (none: HEAD's) from GIT_REM
 	$(need_remote)
 	$(BIN)/dvc exp pull $(if $(REMOTE),-r $(REMOTE)) $(GIT_REMOTE) $(EXP)
 
-test: $(STAMP) ## Run the whole test suite, offline
+test: $(STAMP) ## Run the test suite, offline (all but the tests marked slow: CI's command)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP) ## Run every test, the slow ones too
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff check and format check

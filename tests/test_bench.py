@@ -215,6 +215,7 @@ def test_one_module_per_section() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 90 s; tests/e2e checks the same no-op repro, test_contract the deps
 def test_orchestration_reruns_only_what_a_change_touches(tmp_path: Path) -> None:
     """A real DVC workspace: no-op repro reruns nothing; top_k changes rerun the stages after."""
     out = tmp_path / "bench.json"

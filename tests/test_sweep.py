@@ -405,3 +405,49 @@ def test_the_queue_is_alive_while_its_processes_run(tmp_path: Path) -> None:
         sleeper.wait()
     assert alive_here(tmp_path) == (set(), 0)
     assert alive_here(tmp_path / "nothing") == (set(), 0)
+
+
+def test_a_member_removed_from_the_queue_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member someone takes out of DVC's queue (`dvc queue remove`) will never run: the
+    sweep counts it as failed ("Removed") instead of waiting for it forever, whether it left
+    while the sweep watched or was gone before. With no worker started, only the real
+    `dvc queue status` of a real queue decides."""
+    import subprocess
+    import sys
+    import threading
+
+    from irtune.sweep.queue import REMOVED, wait
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    sh("git", "init", "-q")
+    sh(dvc, "init", "-q")
+    (tmp_path / "params.yaml").write_text("x: 1\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  echo:\n    cmd: echo ${x} > out.txt\n    params: [x]\n    outs: [out.txt]\n"
+    )
+    sh(*git, "add", "-A")
+    sh(*git, "commit", "-qm", "init")
+    sh(dvc, "exp", "run", "--queue", "-n", "gone-before", "-S", "x=2")
+    sh(dvc, "exp", "run", "--queue", "-n", "gone-while", "-S", "x=3")
+    sh(dvc, "queue", "remove", "gone-before")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{Path(dvc).parent}:{__import__('os').environ['PATH']}")
+
+    # Gone before the wait: "Removed" once the grace period is over.
+    assert wait(["gone-before"], poll_s=0.2, orphan_after_s=1, root=tmp_path) == {
+        "gone-before": REMOVED
+    }
+    # Gone while the sweep watched it: "Removed" at once (the grace period is long).
+    remover = threading.Timer(2.0, sh, args=(dvc, "queue", "remove", "gone-while"))
+    remover.start()
+    try:
+        final = wait(["gone-while"], poll_s=0.2, orphan_after_s=600, root=tmp_path)
+    finally:
+        remover.join()
+    assert final == {"gone-while": REMOVED}

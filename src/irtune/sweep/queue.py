@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 DONE = ("Success", "Failed")
 ORPHANED = "Orphaned"
+#: A member no longer in DVC's queue (``dvc queue remove``): it will never run.
+REMOVED = "Removed"
+#: The statuses of a member that will not run (on) and counts as failed.
+LOST = ("Failed", ORPHANED, REMOVED)
 
 
 def _dvc(*args: str) -> str:
@@ -118,15 +122,24 @@ def wait(
     When neither DVC nor the process records (:func:`alive_here`) show a live worker or a
     live member for ``orphan_after_s``, a member still waiting gets workers started again,
     and one left "Running" (its worker died) is reported as ``Orphaned`` rather than waited
-    for forever.
+    for forever. A member that leaves DVC's queue without finishing (``dvc queue remove``),
+    or is not in it ``orphan_after_s`` after the wait began, is ``Removed``.
     """
-    last, no_worker_since, orphaned = None, None, set()
+    last, no_worker_since = None, None
+    orphaned, removed, seen = set(), set(), set()
+    began = time.monotonic()
     while True:
         status, workers = queue_status()
         running, worker_processes = alive_here(root)
+        seen |= {n for n in names if n in status}
+        grace_over = time.monotonic() - began > orphan_after_s
+        for name in names:
+            if name not in status and name not in removed and (name in seen or grace_over):
+                log.error("Member %s is no longer in DVC's queue (removed?): it will not run", name)
+                removed.add(name)
         ours = {name: status.get(name, "Queued") for name in names}
-        ours |= {name: ORPHANED for name in orphaned}
-        pending = [n for n in names if ours[n] not in (*DONE, ORPHANED)]
+        ours |= {name: REMOVED for name in removed} | {name: ORPHANED for name in orphaned}
+        pending = [n for n in names if ours[n] not in (*DONE, *LOST)]
         if workers or worker_processes or running or not pending:
             no_worker_since = None
         elif no_worker_since is None:
@@ -142,8 +155,8 @@ def wait(
                 log.warning("No DVC queue worker is alive; starting %d again", jobs)
                 _dvc("queue", "start", "--jobs", str(jobs))
             no_worker_since = None
-        done = [n for n in names if ours[n] in (*DONE, ORPHANED)]
-        failed = [n for n in names if ours[n] in ("Failed", ORPHANED)]
+        done = [n for n in names if ours[n] in (*DONE, *LOST)]
+        failed = [n for n in names if ours[n] in LOST]
         running = [n for n in names if ours[n] == "Running"]
         line = (
             f"{len(done)}/{len(names)} done ({len(failed)} failed); "
@@ -207,7 +220,7 @@ def run(
         raise
 
     # 4. Report: the table and plots, from the members' MLflow runs.
-    failed = [n for n in names if final[n] in ("Failed", ORPHANED)]
+    failed = [n for n in names if final[n] in LOST]
     for member in failed:
         tail = run_captured(["dvc", "queue", "logs", member]).output.splitlines()[-15:]
         log.error(
