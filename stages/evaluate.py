@@ -20,6 +20,7 @@ def build_parser():
     parser.add_argument("--baseline-run", type=Path, required=True, help="zero-shot TREC run")
     parser.add_argument("--train-history", type=Path, required=True, help="train stage's JSON")
     parser.add_argument("--retrieve-metrics", type=Path, required=True, help="dev choices (JSON)")
+    parser.add_argument("--rerank-metrics", type=Path, required=True, help="its choices (JSON)")
     parser.add_argument("--download-metrics", type=Path, required=True, help="data counts (JSON)")
     parser.add_argument("--model", type=Path, required=True, help="trained bi-encoder (logged)")
     parser.add_argument("--out", type=Path, required=True, help="mean metrics (JSON)")
@@ -44,7 +45,7 @@ def main(args, cfg):
     # One MLflow run, built from files on disk so cached upstream stages lose nothing; the
     # record stays on disk for `make sync` if the store cannot be reached.
     artifacts = [args.out, args.significance, args.per_query, args.train_history]
-    artifacts.append(args.download_metrics)
+    artifacts += [args.download_metrics, args.rerank_metrics]
     record = build_record(
         cfg,
         result.metrics,
@@ -53,6 +54,7 @@ def main(args, cfg):
         artifacts,
         read_json(args.retrieve_metrics),
         read_json(args.download_metrics),
+        rerank_choices=read_json(args.rerank_metrics),
         data_dir=args.data,
         model_dir=args.model,
     )

@@ -1,8 +1,10 @@
-"""Stage rerank: rescore the top rerank.top_k candidates with a cross-encoder (0 = pass)."""
+"""Stage rerank: rescore the top rerank.top_k candidates with a cross-encoder, fused with the
+first stage as chosen on the dev run (0 = pass)."""
 
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.io import write_json
 from irtune.rerank import rerank_run
 from irtune.runs import read_trec_run, write_trec_run
 from irtune.stage import run_stage, stage_parser
@@ -12,15 +14,22 @@ def build_parser():
     parser = stage_parser(__doc__)
     parser.add_argument("--data", type=Path, required=True, help="BEIR folder")
     parser.add_argument("--run", type=Path, required=True, help="retrieval TREC run")
+    parser.add_argument("--dev-run", type=Path, required=True, help="dev queries' retrieval run")
     parser.add_argument("--out", type=Path, required=True, help="reranked TREC run")
+    parser.add_argument("--metrics", type=Path, required=True, help="dev choices (JSON)")
     return parser
 
 
 def main(args, cfg):
     run = read_trec_run(args.run)
-    # The corpus is only read when something is reranked.
-    dataset = read_beir(args.data, [cfg.dataset.test_split]) if cfg.rerank.top_k else None
-    write_trec_run(args.out, rerank_run(run, dataset, cfg), tag="irtune-rerank")
+    dataset = dev_run = None
+    if cfg.rerank.top_k:  # the corpus is only read when something is reranked
+        splits = [cfg.dataset.test_split, *([cfg.dataset.dev] if cfg.dataset.dev else [])]
+        dataset = read_beir(args.data, splits)
+        dev_run = read_trec_run(args.dev_run)
+    result = rerank_run(run, dataset, cfg, dev_run)
+    write_trec_run(args.out, result.run, tag="irtune-rerank")
+    write_json(args.metrics, result.choices)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def build_parser():
     parser.add_argument("--model", type=Path, required=True, help="trained model folder")
     parser.add_argument("--index", type=Path, required=True, help="index folder")
     parser.add_argument("--out", type=Path, required=True, help="TREC run file")
+    parser.add_argument("--dev-out", type=Path, required=True, help="dev queries' run (TREC)")
     parser.add_argument(
         "--metrics",
         type=Path,
@@ -37,6 +38,7 @@ def main(args, cfg):
     dense = open_dense_index(args.index, args.model, cfg) if uses_dense(cfg) else None
     result = retrieve(dataset, cfg, dense, sparse)
     write_trec_run(args.out, result.run, tag=f"irtune-{cfg.retrieve.mode}")
+    write_trec_run(args.dev_out, result.dev_run, tag=f"irtune-{cfg.retrieve.mode}")
     write_json(args.metrics, result.choices)
 
 

@@ -165,12 +165,14 @@ class StageWorkspace:
         return out
 
     def retrieve_run(self) -> Path:
-        """A retrieval run over the test queries where retrieve would have put it."""
-        qrels = read_beir(self.assets["beir"], ["test"]).qrels["test"]
-        run = {q: {d: 1.0 / (r + 1) for r, d in enumerate(self.doc_ids[:10])} for q in qrels}
-        path = self.path("data/runs/retrieve.trec")
-        write_trec_run(path, run, tag="test")
-        return path
+        """Retrieval runs over the test and the dev queries where retrieve would have put
+        them; returns the test run's path."""
+        qrels = read_beir(self.assets["beir"], ["test", "dev"]).qrels
+        for split, name in (("test", "retrieve.trec"), ("dev", "retrieve_dev.trec")):
+            docs = self.doc_ids[:10]
+            run = {q: {d: 1.0 / (r + 1) for r, d in enumerate(docs)} for q in qrels[split]}
+            write_trec_run(self.path(f"data/runs/{name}"), run, tag="test")
+        return self.path("data/runs/retrieve.trec")
 
     # --- running stages ---------------------------------------------------------------------
 

@@ -357,6 +357,21 @@ CASES = [
         "train",
         _param("train", "epochs", "many", "'train.epochs'", "could not be converted to Integer"),
     ),
+    Bad(
+        "unknown-rerank-fusion",
+        "rerank",
+        _param("rerank", "fusion", "max", "'rerank.fusion'", "'max'; expected one of"),
+    ),
+    Bad(
+        "rerank-weight-above-one",
+        "rerank",
+        _param("rerank", "fusion_weights", [0.5, 1.5], "'rerank.fusion_weights'", "in [0, 1]"),
+    ),
+    Bad(
+        "rerank-depth-zero",
+        "rerank",
+        _param("rerank", "depths", [0, 20], "'rerank.depths'", "ints > 0, got [0, 20]"),
+    ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),
     Bad("index-of-another-dimension", "retrieve", _index_of_another_dimension),

@@ -53,6 +53,7 @@ ORDER = [
 #: Stage options (argparse dests) that name files or folders the stage writes / reads.
 OUTPUT_OPTIONS = {
     "out",
+    "dev_out",
     "metrics",
     "history",
     "per_query",
@@ -74,7 +75,9 @@ INPUT_OPTIONS = {
     "baseline_run",
     "train_history",
     "retrieve_metrics",
+    "rerank_metrics",
     "download_metrics",
+    "dev_run",
 }
 
 

@@ -11,7 +11,7 @@ from irtune.beir import BeirDataset, doc_text, read_beir
 from irtune.errors import ConfigError
 from irtune.models import load_cross_encoder
 from irtune.rerank import rerank
-from irtune.runs import Run, cut
+from irtune.runs import Run, cut, ranked
 
 MAX_LENGTH = 128  # the tiny model has 128 positions
 
@@ -82,3 +82,92 @@ def test_empty_folder_is_a_config_error(tmp_path: Path) -> None:
     """Pointing rerank.model at a folder without a model is a ConfigError naming it."""
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
         load_cross_encoder(str(tmp_path), MAX_LENGTH)
+
+
+# --- fusion with the first stage, chosen on dev -------------------------------------------
+
+
+def test_combine_reorders_the_head_and_keeps_the_tail_in_order() -> None:
+    """The top ``depth`` of the first stage are reordered by the fusion (weight 1: the
+    cross-encoder's order; weight 0: the first stage's), the rest follow in the first stage's
+    order below every fused score, and the run stays ``top_k`` deep."""
+    from irtune.rerank import combine
+
+    first = {"q": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "e": 0.5}}
+    ce = {"q": {"a": 0.1, "b": 0.2, "c": 0.9, "d": 0.99}}  # d lies below the depth
+    order = lambda run: [doc for doc, _ in ranked(run["q"])]  # noqa: E731
+
+    pure = combine(first, ce, "wsum", 1.0, depth=3, top_k=4)
+    assert order(pure) == ["c", "b", "a", "d"]
+    assert min(pure["q"][d] for d in "abc") >= 0 > pure["q"]["d"]
+    assert order(combine(first, ce, "wsum", 0.0, depth=3, top_k=5)) == list("abcde")
+    assert order(combine(first, ce, "wsum", 1.0, depth=4, top_k=5)) == list("dcbae")
+    assert set(combine(first, ce, "rrf", 60, depth=2, top_k=3)["q"]) == {"a", "b", "c"}
+
+
+def _perfect_run(dataset: BeirDataset, split: str) -> Run:
+    """Each query's judged documents first (best grade first), then ten others."""
+    others = list(dataset.corpus)
+    run = {}
+    for qid, judged in dataset.qrels[split].items():
+        ranking = sorted(judged, key=lambda d: -judged[d])
+        ranking += [d for d in others if d not in judged][:10]
+        run[qid] = {doc: 1.0 - i / 100 for i, doc in enumerate(ranking)}
+    return run
+
+
+def test_dev_keeps_the_first_stage_where_reranking_hurts(
+    tiny_beir: Path, tiny_cross_encoder: Path
+) -> None:
+    """A first stage that is perfect on dev and an untrained (random) cross-encoder: pure
+    reranking would lose on dev, so dev chooses a weight that does not (here 0, the first
+    stage's order, at the smallest depth on a tie), records the grid and the figures, and the
+    test run is then the first stage's own order."""
+    from irtune.config import Config
+    from irtune.rerank import rerank_run
+
+    dataset = read_beir(tiny_beir, ["test", "dev"])
+    cfg = Config()
+    cfg.dataset.source = str(tiny_beir)
+    cfg.rerank.model = str(tiny_cross_encoder)
+    cfg.rerank.max_length = MAX_LENGTH
+    cfg.rerank.top_k = 12
+    dev, test = _perfect_run(dataset, "dev"), _perfect_run(dataset, "test")
+
+    result = rerank_run(test, dataset, cfg, dev)
+    choices = result.choices
+    dev_scores = choices["dev_ndcg_at_10"]
+    assert dev_scores["first_stage"] == pytest.approx(1.0)
+    assert dev_scores["reranked"] < dev_scores["first_stage"], "the random model did not hurt"
+    assert dev_scores["chosen"] == pytest.approx(dev_scores["first_stage"])
+    assert choices["ce_weight"] < 1.0 and choices["depth"] == 10, choices
+    grid = choices["dev_ndcg_at_10_grid"]
+    assert len(grid) == 2 * len(cfg.rerank.fusion_weights), grid  # depths 10 and 12
+    assert max(grid.values()) == dev_scores["chosen"]
+    ranked_test = {q: [d for d, _ in ranked(r)] for q, r in result.run.items()}
+    assert ranked_test == {q: [d for d, _ in ranked(r)][:12] for q, r in test.items()}
+
+
+def test_without_a_dev_run_it_reranks_and_says_so(
+    tiny_beir: Path, tiny_cross_encoder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No dev run: pure reranking of the top_k (today's behaviour), a warning, and a
+    ``fusion_fallback`` entry for MLflow's ``fallback.rerank_fusion`` tag."""
+    from irtune.config import Config
+    from irtune.rerank import rerank_run
+
+    dataset = read_beir(tiny_beir, ["test"])
+    cfg = Config()
+    cfg.rerank.model = str(tiny_cross_encoder)
+    cfg.rerank.max_length = MAX_LENGTH
+    cfg.rerank.top_k = 5
+    first = {q: {d: 1.0 - i / 10 for i, d in enumerate(list(dataset.corpus)[:8])}
+             for q in dataset.qrels["test"]}  # fmt: skip
+    result = rerank_run(first, dataset, cfg, dev_run={})
+    assert result.choices["fusion_fallback"] == "no dev split: not chosen"
+    assert (result.choices["depth"], result.choices["ce_weight"]) == (5, 1.0)
+    assert any("No dev run" in r.getMessage() for r in caplog.records)
+    model = load_cross_encoder(str(tiny_cross_encoder), MAX_LENGTH)
+    alone = rerank(model, first, dataset.queries, dataset.corpus, 5, batch_size=32)
+    for qid in first:
+        assert [d for d, _ in ranked(result.run[qid])] == [d for d, _ in ranked(alone[qid])]

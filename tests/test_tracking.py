@@ -109,6 +109,16 @@ def repo(
         "dev_ndcg_at_10_grid": {"0.5": 0.43, "0.6": 0.44},
     }
     (root / "metrics" / "retrieve.json").write_text(json.dumps(choices), encoding="utf-8")
+    # What a rerank stage that chose on dev writes.
+    rerank = {
+        "top_k": 20,
+        "fusion": "wsum",
+        "depth": 10,
+        "ce_weight": 0.3,
+        "dev_ndcg_at_10": {"first_stage": 0.44, "reranked": 0.40, "chosen": 0.46},
+        "dev_ndcg_at_10_grid": {"depth=10,ce_weight=0.3": 0.46},
+    }
+    (root / "metrics" / "rerank.json").write_text(json.dumps(rerank), encoding="utf-8")
     # What download writes for a dataset whose dev split was carved out of train.
     counts = {
         "docs": len(doc_ids),
@@ -187,7 +197,11 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
         assert Path(copy).read_bytes() == (root / original).read_bytes(), copy
     shutil.rmtree(root / "data" / "model")  # the next experiment's checkout, say
     # What retrieve chose on dev travels with the run (the grids stay in the file).
-    chosen = {k: v for k, v in record["metrics"].items() if k.startswith(("chosen.", "dev_"))}
+    chosen = {
+        k: v
+        for k, v in record["metrics"].items()
+        if k.startswith(("chosen.", "dev_", "rerank_dev_"))
+    }
     assert chosen == {
         "chosen.prf_first_pass_dense_weight": 0.5,
         "chosen.prf_k": 2,
@@ -196,6 +210,11 @@ def test_unreachable_store_spools_and_sync_logs_it_once(
         "dev_ndcg_at_10.dense": 0.38,
         "dev_ndcg_at_10.bm25": 0.35,
         "dev_ndcg_at_10.fused": 0.44,
+        "chosen.rerank_depth": 10,
+        "chosen.rerank_ce_weight": 0.3,
+        "rerank_dev_ndcg_at_10.first_stage": 0.44,
+        "rerank_dev_ndcg_at_10.reranked": 0.40,
+        "rerank_dev_ndcg_at_10.chosen": 0.46,
     }
     # Where the dev split came from: the carve-out, in a tag; the ids in the artifact.
     assert record["tags"]["dev_split"] == "carved from train: 3 queries (fraction 0.2, seed 7)"

@@ -205,6 +205,18 @@ class RerankConfig:
     batch_size: int = 32
     max_length: int = 512
     trust_remote_code: bool = False
+    #: How the cross-encoder's score meets the first stage's, chosen on dev like
+    #: ``retrieve.fusion``: ``wsum`` (the cross-encoder's weight from ``fusion_weights``;
+    #: 1 = pure reranking, 0 = the first stage's order) or ``rrf`` (``k`` from ``rrf_ks``).
+    fusion: str = "wsum"
+    fusion_weights: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    )
+    rrf_ks: list[int] = field(default_factory=lambda: [10, 20, 60])
+    #: Rerank depths to try on dev with every fusion value; those above ``top_k`` are left
+    #: out and ``top_k`` itself is always tried. Documents below the chosen depth keep the
+    #: first stage's order.
+    depths: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
 
 
 @dataclass
@@ -282,6 +294,7 @@ _CHOICES = {
     "prepare.labels": ("graded", "cross_encoder"),
     "retrieve.mode": ("dense", "bm25", "hybrid"),
     "retrieve.fusion": ("wsum", "rrf"),
+    "rerank.fusion": ("wsum", "rrf"),
     "evaluate.test": ("permutation", "ttest"),
 }
 _NON_NEGATIVE = (
@@ -389,6 +402,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_retrieve(cfg, source)
+    _validate_rerank(cfg, source)
     _validate_significance(cfg, source)
     return cfg
 
@@ -467,6 +481,20 @@ def _validate_retrieve(cfg: Config, source: str) -> None:
             f"{source}: 'retrieve.prf_ks' asks for {max(rc.prf_ks)} feedback documents, more "
             f"than retrieve.top_k={rc.top_k}"
         )
+
+
+def _validate_rerank(cfg: Config, source: str) -> None:
+    rr = cfg.rerank
+    grids = (
+        ("fusion_weights", rr.fusion_weights, lambda w: 0 <= w <= 1, "weights in [0, 1]"),
+        ("rrf_ks", rr.rrf_ks, lambda k: k > 0, "ints > 0"),
+        ("depths", rr.depths, lambda d: d > 0, "ints > 0"),
+    )
+    for key, values, ok, expected in grids:
+        if not values or not all(ok(v) for v in values):
+            raise ConfigError(
+                f"{source}: 'rerank.{key}' must be a non-empty list of {expected}, got {values}"
+            )
 
 
 def _validate_significance(cfg: Config, source: str) -> None:

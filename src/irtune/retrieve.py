@@ -52,6 +52,9 @@ class Retrieval:
     #: ``mode``, ``top_k``, then e.g. ``prf_k``, ``prf_beta``, ``dense_weight`` and the dev
     #: scores (``dev_ndcg_at_10``, ``..._grid``): ``metrics/retrieve.json``.
     choices: dict[str, Any] = field(default_factory=dict)
+    #: The same recipe's run of the dev queries (empty without a dev split): the rerank
+    #: stage chooses its depth and fusion on it.
+    dev_run: Run = field(default_factory=dict)
 
 
 def uses_dense(cfg: Config) -> bool:
@@ -67,8 +70,9 @@ def chooses_on_dev(cfg: Config) -> bool:
 
 
 def splits(cfg: Config) -> list[str]:
-    """The qrels splits the recipe reads: test, and dev when it chooses anything there."""
-    if chooses_on_dev(cfg):
+    """The qrels splits the recipe reads: test, and dev when the dataset has one (choices
+    are made there, and the rerank stage makes its own on the dev run)."""
+    if cfg.dataset.dev:
         return [cfg.dataset.test_split, cfg.dataset.dev]
     return [cfg.dataset.test_split]
 
@@ -98,10 +102,10 @@ def open_dense_index(index_dir: Path, model_dir: Path, cfg: Config) -> DenseInde
 
 
 def run_queries(dataset: BeirDataset, cfg: Config) -> Queries:
-    """The queries the recipe runs: dev first (when it chooses on dev), then test. One
-    encoding and one BM25 pass serve both."""
+    """The queries the recipe runs: dev first (when the dataset has a dev split), then test.
+    One encoding and one BM25 pass serve both."""
     test = dataset.split_queries(cfg.dataset.test_split)
-    return {**dataset.split_queries(cfg.dataset.dev), **test} if chooses_on_dev(cfg) else test
+    return {**dataset.split_queries(cfg.dataset.dev), **test} if cfg.dataset.dev else test
 
 
 def bm25_run(dataset: BeirDataset, cfg: Config) -> Run | None:
@@ -154,12 +158,16 @@ def retrieve(
         choices |= feedback
 
     # 3. A hybrid's fusion, chosen on dev, of the final dense run and the BM25 run.
+    dev = dataset.split_queries(cfg.dataset.dev) if cfg.dataset.dev else {}
     if rc.mode != "hybrid":
-        return Retrieval(subset(dense_run if dense_run is not None else sparse, test), choices)
+        final = dense_run if dense_run is not None else sparse
+        return Retrieval(subset(final, test), choices, subset(final, dev))
     param, fusion = _fusion(dense_run, sparse, dev_qrels, cfg)
-    test_qids = dataset.qrels[cfg.dataset.test_split]
-    run = fuse(subset(dense_run, test_qids), subset(sparse, test_qids), rc.fusion, param, rc.top_k)
-    return Retrieval(run, choices | fusion)
+
+    def fused(qids: Queries) -> Run:
+        return fuse(subset(dense_run, qids), subset(sparse, qids), rc.fusion, param, rc.top_k)
+
+    return Retrieval(fused(test), choices | fusion, fused(dev) if dev else {})
 
 
 def _fusion(

@@ -161,6 +161,7 @@ def build_record(
     artifacts: list[Path],
     retrieve_choices: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    rerank_choices: dict[str, Any] | None = None,
     data_dir: Path | None = None,
     model_dir: Path | None = None,
 ) -> dict[str, Any]:
@@ -183,6 +184,9 @@ def build_record(
         data: The download stage's ``metrics/download.json``: its counts become ``data.*``
             metrics, and the ``dev_split`` tag says where dev came from (a carve-out: how
             many train queries, which seed; its query ids are in the file, an artifact).
+        rerank_choices: The rerank stage's ``metrics/rerank.json``: its depth and fusion
+            chosen on dev become ``chosen.rerank_*`` metrics, the dev scores behind them
+            ``rerank_dev_*`` metrics, a fallback a ``fallback.rerank_fusion`` tag.
         data_dir: The evaluated BEIR folder: the run's dataset input (:func:`dataset_input`).
         model_dir: The trained bi-encoder, logged with MLflow's ``sentence_transformers``
             flavor when ``tracking.log_model`` is on (``make register`` registers it).
@@ -194,6 +198,7 @@ def build_record(
     compared = {run: significance[run] for run in ("retrieve", "rerank") if run in significance}
     data = data or {}
     retrieve_choices = retrieve_choices or {}
+    rerank_choices = rerank_choices or {}
     return {
         "run_key": uuid.uuid4().hex,
         "run_name": exp_name or f"workspace-{datetime.now(UTC):%Y%m%d-%H%M%S}",
@@ -219,8 +224,9 @@ def build_record(
             "dev_split": _dev_origin(cfg, data),
         }
         | {
-            f"fallback.{key.removesuffix('_fallback')}": value
-            for key, value in retrieve_choices.items()
+            f"fallback.{prefix}{key.removesuffix('_fallback')}": value
+            for prefix, choices in (("", retrieve_choices), ("rerank_", rerank_choices))
+            for key, value in choices.items()
             if key.endswith("_fallback")
         }
         | ({"sweep": cfg.sweep.name, "sweep_id": cfg.sweep.id} if cfg.sweep.name else {})
@@ -244,6 +250,7 @@ def build_record(
         }
         | {f"train.{k}": v for k, v in train_history.get("summary", {}).items()}
         | _choices(retrieve_choices)
+        | _choices(rerank_choices, prefix="rerank_")
         | {f"data.{k}": v for k, v in data.items() if isinstance(v, int | float)}
         | {
             f"{run}.{m}_{key}": r[key]
@@ -268,14 +275,15 @@ def _dev_origin(cfg: Config, data: dict[str, Any]) -> str:
     return cfg.dataset.dev or "none"
 
 
-def _choices(retrieve: dict[str, Any]) -> dict[str, float]:
-    """The dev choices of ``metrics/retrieve.json`` as metrics; the grids stay in the file."""
+def _choices(choices: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The dev choices of ``metrics/retrieve.json`` (or, with ``prefix``, of another stage's
+    file) as metrics; the grids stay in the file."""
     out: dict[str, float] = {}
-    for key, value in retrieve.items():
+    for key, value in choices.items():
         if isinstance(value, int | float) and not isinstance(value, bool) and key != "top_k":
-            out[f"chosen.{key}"] = value
+            out[f"chosen.{prefix}{key}"] = value
         elif isinstance(value, dict) and key.startswith("dev_") and not key.endswith("_grid"):
-            out |= {f"{key}.{name}": v for name, v in value.items()}
+            out |= {f"{prefix}{key}.{name}": v for name, v in value.items()}
     return out
 
 
