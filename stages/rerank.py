@@ -15,6 +15,7 @@ def build_parser():
     parser.add_argument("--data", type=Path, required=True, help="BEIR folder")
     parser.add_argument("--run", type=Path, required=True, help="retrieval TREC run")
     parser.add_argument("--dev-run", type=Path, required=True, help="dev queries' retrieval run")
+    parser.add_argument("--reranker", type=Path, required=True, help="the trained cross-encoder")
     parser.add_argument("--out", type=Path, required=True, help="reranked TREC run")
     parser.add_argument("--metrics", type=Path, required=True, help="dev choices (JSON)")
     return parser
@@ -27,7 +28,7 @@ def main(args, cfg):
         splits = [cfg.dataset.test_split, *([cfg.dataset.dev] if cfg.dataset.dev else [])]
         dataset = read_beir(args.data, splits)
         dev_run = read_trec_run(args.dev_run)
-    result = rerank_run(run, dataset, cfg, dev_run)
+    result = rerank_run(run, dataset, cfg, dev_run, trained=args.reranker)
     write_trec_run(args.out, result.run, tag="irtune-rerank")
     write_json(args.metrics, result.choices)
 

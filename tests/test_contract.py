@@ -46,6 +46,7 @@ ORDER = [
     "encode",
     "index",
     "retrieve",
+    "train_reranker",
     "rerank",
     "baseline",
     "evaluate",
@@ -78,6 +79,7 @@ INPUT_OPTIONS = {
     "rerank_metrics",
     "download_metrics",
     "dev_run",
+    "reranker",
 }
 
 

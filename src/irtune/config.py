@@ -220,6 +220,32 @@ class RerankConfig:
 
 
 @dataclass
+class RerankerConfig:
+    """The in-domain cross-encoder the ``train_reranker`` stage trains on the train split
+    (``rerank.model: trained`` reranks with it): a reranker used at inference, never the
+    bi-encoder's teacher. Like the bi-encoder, it trains from its base for its full
+    schedule in every experiment."""
+
+    #: The starting encoder ("" = ``model.base``: its transformer with a new one-logit head).
+    base: str = ""
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 2.0e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    seed: int = 42
+    #: Train (query, positive) pairs used, seeded, after capping positives per query.
+    max_pairs: int = 2000
+    max_pairs_per_query: int = 3
+    #: Hard negatives per positive, mined with ``model.base`` (binary cross-entropy:
+    #: positives 1, negatives 0, positives weighted by this count).
+    num_negatives: int = 3
+    #: The miner's NV-Retriever margin, as ``prepare.mine_relative_margin``: a candidate
+    #: scoring above (1 - margin) x its positive's score may be an unjudged positive.
+    mine_relative_margin: float = 0.05
+
+
+@dataclass
 class EvaluateConfig:
     #: Cut-offs of the reported metrics (trec_eval semantics).
     ndcg_k: int = 10
@@ -282,6 +308,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    reranker: RerankerConfig = field(default_factory=RerankerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -308,6 +335,10 @@ _NON_NEGATIVE = (
     "train.epochs",
     "rerank.top_k",
     "retrieve.bm25_k1",
+    "reranker.epochs",
+    "reranker.max_pairs",
+    "reranker.max_pairs_per_query",
+    "reranker.mine_relative_margin",
 )
 _POSITIVE = (
     "train.batch_size",
@@ -319,6 +350,10 @@ _POSITIVE = (
     "loss.temperature",
     "retrieve.top_k",
     "retrieve.batch_size",
+    "reranker.batch_size",
+    "reranker.lr",
+    "reranker.max_length",
+    "reranker.num_negatives",
     "encode.batch_size",
     "index.hnsw_m",
     "index.hnsw_ef_search",
@@ -338,6 +373,7 @@ _POSITIVE = (
 #: Keys whose value must lie in an interval: (low, high, low included, high included).
 _INTERVALS = {
     "train.warmup_ratio": (0.0, 1.0, True, False),
+    "reranker.warmup_ratio": (0.0, 1.0, True, False),
     "retrieve.bm25_b": (0.0, 1.0, True, True),
     "evaluate.alpha": (0.0, 1.0, False, False),
     "dataset.dev_fraction": (0.0, 1.0, False, False),
@@ -399,6 +435,16 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
         raise ConfigError(
             f"{source}: 'prepare.mine_range_max' ({cfg.prepare.mine_range_max}) must be greater "
             f"than 'prepare.mine_range_min' ({cfg.prepare.mine_range_min})"
+        )
+    if (
+        cfg.prepare.labels == "cross_encoder"
+        and (cfg.prepare.label_model or cfg.rerank.model) == "trained"
+    ):
+        # The in-domain cross-encoder reranks at inference; it never teaches the bi-encoder.
+        raise ConfigError(
+            f"{source}: 'prepare.label_model' is '' (= rerank.model, 'trained'): the trained "
+            "cross-encoder reranks only and never labels the bi-encoder's training pairs; "
+            "name a cross-encoder in 'prepare.label_model'"
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_retrieve(cfg, source)

@@ -132,6 +132,27 @@ def load_encoder(
     return use_backend(model, backend, precision)
 
 
+#: ``rerank.model``'s value for the cross-encoder the train_reranker stage trains.
+TRAINED = "trained"
+#: What the train_reranker stage leaves in its output folder when it trains nothing.
+NOT_TRAINED = "NOT_TRAINED"
+
+
+def trained_cross_encoder(folder: Path | None) -> str:
+    """The train_reranker stage's cross-encoder folder, for ``rerank.model: trained``.
+
+    Raises:
+        ConfigError: If the stage trained none (its note says why).
+    """
+    if folder is None or (folder / NOT_TRAINED).exists():
+        why = (folder / NOT_TRAINED).read_text(encoding="utf-8").strip() if folder else ""
+        raise ConfigError(
+            "rerank.model is 'trained' but the train_reranker stage trained no cross-encoder"
+            + (f": {why}" if why else "")
+        )
+    return str(folder)
+
+
 def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bool = False):
     """Load a CrossEncoder from the hub or a local folder.
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from irtune.beir import BeirDataset, Corpus, Qrels, Queries, doc_text
 from irtune.config import Config, RerankConfig
 from irtune.evaluate import mean_ndcg
 from irtune.fusion import FALLBACK_FUSION, fuse
-from irtune.models import load_cross_encoder
+from irtune.models import TRAINED, load_cross_encoder, trained_cross_encoder
 from irtune.runs import Run, cut, ranked, subset
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def rerank_run(
     dataset: BeirDataset | None,
     cfg: Config,
     dev_run: Run | None = None,
+    trained: Path | None = None,
 ) -> Reranking:
     """The rerank stage: ``rerank.model`` rescoring ``run``'s top ``rerank.top_k``, fused
     with the first stage as chosen on ``dev_run``.
@@ -147,6 +149,8 @@ def rerank_run(
         cfg: The config; ``rerank.top_k`` 0 passes ``run`` through unchanged.
         dev_run: The retrieval run of the dev queries; empty or None (no dev split): pure
             reranking, said in a ``fusion_fallback`` entry.
+        trained: The train_reranker stage's cross-encoder, used when ``rerank.model`` is
+            ``trained``.
     """
     rc = cfg.rerank
     if rc.top_k == 0:
@@ -154,9 +158,8 @@ def rerank_run(
         return Reranking(run, {"top_k": 0})
     if dataset is None:
         raise ValueError("reranking needs the dataset's queries and documents")
-    model = load_cross_encoder(
-        rc.model, rc.max_length, trust_remote_code=cfg.rerank.trust_remote_code
-    )
+    source = trained_cross_encoder(trained) if rc.model == TRAINED else rc.model
+    model = load_cross_encoder(source, rc.max_length, trust_remote_code=rc.trust_remote_code)
     choices: dict[str, Any] = {"top_k": rc.top_k, "fusion": rc.fusion}
     dev_qrels = dataset.qrels.get(cfg.dataset.dev, {}) if cfg.dataset.dev else {}
     if dev_run and dev_qrels:
