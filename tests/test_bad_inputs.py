@@ -357,6 +357,17 @@ CASES = [
         "train",
         _param("train", "epochs", "many", "'train.epochs'", "could not be converted to Integer"),
     ),
+    Bad(
+        "tracking-uri-with-credentials",
+        "evaluate",
+        _param(
+            "tracking",
+            "uri",
+            "http://alice:s3cret-pw@127.0.0.1:5001",
+            "'tracking.uri' embeds credentials (http://***@127.0.0.1:5001)",
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
+    ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),
     Bad("index-of-another-dimension", "retrieve", _index_of_another_dimension),

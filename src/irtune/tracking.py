@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from irtune.config import Config, TrackingConfig, flatten
+from irtune.config import Config, TrackingConfig, check_tracking_uri, flatten
 from irtune.pipeline import repo_root
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,16 @@ RUN_KEY_TAG = "irtune.run_key"
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The MLflow store: ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite
-    file ``mlflow.db`` at the repository root (an absolute path)."""
+    file ``mlflow.db`` at the repository root (an absolute path).
+
+    Raises:
+        ConfigError: If ``$MLFLOW_TRACKING_URI`` embeds credentials (``tracking.uri`` is
+            checked when the config loads).
+    """
     if cfg.uri:
         return cfg.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
 
@@ -194,13 +200,23 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
         spool.parent.mkdir(parents=True, exist_ok=True)
         spool.write_text(json.dumps(record | {"tracking_uri": uri}, indent=2), encoding="utf-8")
         log.warning(
-            "MLflow store %s unreachable (%s); metrics stay on disk and the run waits in %s "
-            "for `make sync`",
+            "MLflow store %s %s (%s); metrics stay on disk and the run waits in %s for `make sync`",
             uri,
+            _failure(exc),
             exc,
             spool,
         )
         return None
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, in words: a server that refused the login is no unreachable store."""
+    if getattr(exc, "error_code", None) in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # 401, 403
+        return (
+            "refused the credentials (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+            "missing, wrong, or without permission)"
+        )
+    return "unreachable"
 
 
 def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
