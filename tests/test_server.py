@@ -251,3 +251,38 @@ def test_a_refused_login_waits_and_make_sync_delivers_it_once(
     auth = get_app_client("basic-auth", tracking_uri=team_server.url)
     permission = auth.get_user_permission(member, "experiment", runs[0].info.experiment_id)
     assert permission.permission == "MANAGE", permission.to_json()
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [(None, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"), ("short-pw", "at least 12"),
+     ("password1234", "not MLflow's old default")],
+)  # fmt: skip
+def test_a_first_start_needs_a_real_admin_password(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    password: str | None,
+    why: str,
+) -> None:
+    """Without MLFLOW_AUTH_ADMIN_PASSWORD, or with a short one or MLflow's old default, the
+    first start stops with one error naming the variable, before it creates anything."""
+    from irtune import server
+
+    try:
+        server.pg_bindir()
+    except server.ServerError as exc:
+        pytest.skip(str(exc))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    if password is not None:
+        monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)
+    folder = tmp_path / "server"
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(["start", "--dir", str(folder)])
+    assert exit_info.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and why in errors[0], errors
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in errors[0]
+    if password:
+        assert password not in errors[0], "the error shows the password"
+    assert not folder.exists(), "a refused start created the server's folder"

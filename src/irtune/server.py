@@ -252,7 +252,12 @@ def _stop_postgres(settings: Settings) -> None:
 
 def _create_databases(settings: Settings) -> list[str]:
     """Create the tracking and auth databases where missing; return those created."""
-    import psycopg2
+    try:
+        import psycopg2
+    except ImportError:
+        raise ServerError(
+            "psycopg2 is not installed: `make install` installs the pinned psycopg2-binary"
+        ) from None
 
     try:
         conn = psycopg2.connect(
