@@ -41,6 +41,8 @@ SERVER_PORT ?= 5001
 PG_PORT ?= 5433
 ARTIFACTS ?=
 WORKERS ?= 2
+# What a logged-in user may do with experiments others created: EDIT (log runs), READ, MANAGE.
+PERMISSION ?= EDIT
 SERVER_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 # Every target runs this checkout's library, as dvc.yaml's stages do (PYTHONPATH=src), even
@@ -177,7 +179,7 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 
 server: $(STAMP) ## The team's MLflow server: PostgreSQL, proxied artifacts, login (HOST, SERVER_PORT, ARTIFACTS)
 	$(BIN)/python -m irtune.server start --dir '$(SERVER_DIR)' --host '$(HOST)' \
-	  --port $(SERVER_PORT) --pg-port $(PG_PORT) --workers $(WORKERS) \
+	  --port $(SERVER_PORT) --pg-port $(PG_PORT) --workers $(WORKERS) --default-permission $(PERMISSION) \
 	  $(if $(ARTIFACTS),--artifacts-destination '$(ARTIFACTS)') $(if $(SERVER_ARGS),-- $(SERVER_ARGS))
 
 server-stop: $(STAMP) ## Stop the team's MLflow server and its PostgreSQL

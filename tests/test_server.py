@@ -50,7 +50,7 @@ def _status(url: str, auth: tuple[str, str] | None = None, method: str = "GET") 
 
 def test_the_server_refuses_requests_without_the_right_password(team_server: TeamServer) -> None:
     """Reading, writing and the UI page all answer 401 to no login, a wrong password and an
-    unknown user, and 200 to the admin's own password."""
+    unknown user; reading and the UI answer 200 to the admin's own password."""
     create = f"{team_server.url}/api/2.0/mlflow/experiments/create"
     requests = [(team_server.url + SEARCH, "GET"), (create, "POST"), (team_server.url, "GET")]
     for url, method in requests:
@@ -58,7 +58,9 @@ def test_the_server_refuses_requests_without_the_right_password(team_server: Tea
         wrong = (team_server.admin, team_server.password + "x")
         assert _status(url, wrong, method) == 401, f"{method} {url} with a wrong password"
         assert _status(url, ("nobody", team_server.password), method) == 401, "unknown user"
-    assert _status(team_server.url + SEARCH, (team_server.admin, team_server.password)) == 200
+    login = (team_server.admin, team_server.password)
+    assert _status(team_server.url + SEARCH, login) == 200
+    assert _status(team_server.url, login) == 200, "the UI does not open with a login"
     with urllib.request.urlopen(team_server.url + "/health", timeout=60) as resp:
         assert resp.status == 200  # the liveness probe alone is open
 
@@ -286,3 +288,41 @@ def test_a_first_start_needs_a_real_admin_password(
     if password:
         assert password not in errors[0], "the error shows the password"
     assert not folder.exists(), "a refused start created the server's folder"
+
+
+def test_a_teammate_logs_to_shared_experiments_and_a_forbidden_run_waits(
+    team_server: TeamServer,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A teammate logs runs to an experiment the admin created (the default permission,
+    EDIT); where the admin denied them an experiment the server answers 403, and log_record
+    warns once and spools the run. (A grant of READ would not do: MLflow folds a user's
+    grants with the default permission and keeps the higher.)"""
+    from mlflow.server import get_app_client
+
+    member, member_password = "member-bob", "bob-password-01234"
+    admin = _client(team_server, monkeypatch, team_server.admin, team_server.password)
+    auth = get_app_client("basic-auth", tracking_uri=team_server.url)
+    auth.create_user(member, member_password)
+    admin.create_experiment("irtune-server-shared")
+    locked = admin.create_experiment("irtune-server-locked")
+    auth.grant_user_permission(member, "experiment", locked, "DENY")
+
+    _client(team_server, monkeypatch, member, member_password)
+    shared = _record(workspace, "irtune-server-shared")
+    assert tracking.log_record(shared, TrackingConfig(uri=team_server.url)), "not logged"
+    assert list(tracking.pending_dir().glob("*.json")) == []
+
+    caplog.set_level(logging.WARNING)
+    forbidden = _record(workspace, "irtune-server-locked")
+    assert tracking.log_record(forbidden, TrackingConfig(uri=team_server.url)) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    refused = [w for w in warnings if "refused the credentials" in w and "403" in w]
+    assert len(refused) == 1, warnings
+    pending = [p.name for p in tracking.pending_dir().glob("*.json")]
+    assert pending == [f"{forbidden['run_key']}.json"]
+    admin = _client(team_server, monkeypatch, team_server.admin, team_server.password)
+    assert _runs_of(admin, "irtune-server-locked") == []
+    assert len(_runs_of(admin, "irtune-server-shared")) == 1

@@ -56,6 +56,8 @@ AUTH_DB = "mlflow_auth"
 MIN_PASSWORD_LENGTH = 12
 #: The admin password old MLflow releases shipped in basic_auth.ini; MLflow refuses it.
 LEGACY_DEFAULT_PASSWORD = "password1234"
+#: MLflow's permissions, from none to all (``mlflow.server.auth.permissions``).
+PERMISSIONS = ("NO_PERMISSIONS", "READ", "EDIT", "MANAGE")
 #: Seconds MLflow remembers a verified login (0: hash the password on every request).
 AUTH_CACHE_TTL_S = 60
 #: The OS user PostgreSQL runs as when the caller is root.
@@ -81,6 +83,9 @@ class Settings:
         extra_args: More ``mlflow server`` options (``--allowed-hosts``...).
         pg_settings: More PostgreSQL settings, ``name=value`` (``fsync=off`` for a
             throwaway test server).
+        default_permission: What every logged-in user may do with experiments they did not
+            create (their own they manage): ``EDIT`` (log runs to them: a team's shared
+            experiments, a sweep's), ``READ``, ``MANAGE`` or ``NO_PERMISSIONS``.
     """
 
     dir: Path
@@ -91,6 +96,7 @@ class Settings:
     workers: int = 2
     extra_args: tuple[str, ...] = ()
     pg_settings: tuple[str, ...] = ()
+    default_permission: str = "EDIT"
 
     @property
     def url(self) -> str:
@@ -323,7 +329,7 @@ def _write_auth_config(settings: Settings, admin: str) -> Path:
         "# Written by `python -m irtune.server start`; read through MLFLOW_AUTH_CONFIG_PATH.\n"
         "# The admin's password is not here: MLFLOW_AUTH_ADMIN_PASSWORD gives it on first start.\n"
         "[mlflow]\n"
-        "default_permission = READ\n"
+        f"default_permission = {settings.default_permission}\n"
         f"database_uri = {settings.store_uri(AUTH_DB)}\n"
         f"admin_username = {admin}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
@@ -509,6 +515,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts-destination", default="", help="default: <dir>/artifacts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--default-permission",
+        default="EDIT",
+        choices=PERMISSIONS,
+        help="what users may do with others' experiments (default: EDIT, log runs to them)",
+    )
+    parser.add_argument(
         "--pg-setting", action="append", default=[], help="name=value, for PostgreSQL"
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for MLflow")
@@ -524,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         extra_args=tuple(args.extra),
         pg_settings=tuple(args.pg_setting),
+        default_permission=args.default_permission,
     )
     try:
         if args.command == "start":
