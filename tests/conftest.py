@@ -127,7 +127,9 @@ def team_server() -> Iterator[TeamServer]:
         "start", "--dir", str(folder), "--port", str(port), "--pg-port", str(pg_port),
         "--workers", "1",
         # A throwaway cluster needs no crash safety: skip the disk flushes of its migrations.
-        "--pg-setting", "fsync=off", "--pg-setting", "synchronous_commit=off", env=env,
+        "--pg-setting", "fsync=off", "--pg-setting", "synchronous_commit=off",
+        # Connections this process keeps open must not hold up the stop at the end.
+        "--", "--uvicorn-opts", "--timeout-graceful-shutdown 2", env=env,
     )  # fmt: skip
     try:
         assert proc.returncode == 0, f"the server did not start:\n{proc.stderr[-4000:]}"

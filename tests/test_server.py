@@ -326,3 +326,15 @@ def test_a_teammate_logs_to_shared_experiments_and_a_forbidden_run_waits(
     admin = _client(team_server, monkeypatch, team_server.admin, team_server.password)
     assert _runs_of(admin, "irtune-server-locked") == []
     assert len(_runs_of(admin, "irtune-server-shared")) == 1
+
+
+def test_options_after_a_double_dash_go_to_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m irtune.server start ... -- <options>` (make server SERVER_ARGS=...) hands
+    the options after `--` to `mlflow server` untouched, even ones that look like its own."""
+    from irtune import server
+
+    seen: list[server.Settings] = []
+    monkeypatch.setattr(server, "start", lambda settings, timeout: seen.append(settings))
+    server.main(["start", "--port", "5999", "--", "--allowed-hosts", "a.example", "--port", "1"])
+    assert seen[0].port == 5999
+    assert seen[0].extra_args == ("--allowed-hosts", "a.example", "--port", "1")

@@ -355,8 +355,17 @@ def _healthy(url: str, timeout: float = 3) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
+def _is_server(pid: int) -> bool:
+    """Whether ``pid`` is still an ``mlflow server``: a pid from an old ``server.json`` may
+    belong to another program by now, which ``stop`` must never signal."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self/cmdline").exists():
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return any(a.endswith(b"mlflow") for a in argv) and b"server" in argv
+    try:  # no /proc: whether it lives at all
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -422,7 +431,8 @@ def _kill_group(pid: int, grace: float = 10) -> None:
         with contextlib.suppress(ChildProcessError):  # reap it if it is our child
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 # --- the commands --------------------------------------------------------------------------
@@ -444,7 +454,7 @@ def start(settings: Settings, timeout: float = 300) -> str:
             stopped again.
     """
     state = _state(settings)
-    if state and _alive(state["pid"]) and _healthy(state["url"]):
+    if state and _is_server(state["pid"]) and _healthy(state["url"]):
         log.info("The server is already running at %s (pid %d)", state["url"], state["pid"])
         return state["url"]
     pg_bindir()  # fail first, and clearly, without PostgreSQL
@@ -486,7 +496,7 @@ def start(settings: Settings, timeout: float = 300) -> str:
 def stop(settings: Settings) -> None:
     """Stop the MLflow server and PostgreSQL; nothing running is not an error."""
     state = _state(settings)
-    if state and _alive(state["pid"]):
+    if state and _is_server(state["pid"]):
         _kill_group(state["pid"])
         log.info("MLflow server (pid %d) stopped", state["pid"])
     (settings.dir / "server.json").unlink(missing_ok=True)
@@ -497,7 +507,7 @@ def stop(settings: Settings) -> None:
 def status(settings: Settings) -> bool:
     """Log whether MLflow and PostgreSQL run; True when both do."""
     state = _state(settings)
-    mlflow_up = bool(state and _alive(state["pid"]) and _healthy(state["url"]))
+    mlflow_up = bool(state and _is_server(state["pid"]) and _healthy(state["url"]))
     pg_up = _pg_running(settings)
     where = f"{state['url']} (pid {state['pid']})" if state else "-"
     log.info("MLflow server: %s %s", "running at" if mlflow_up else "not running", where)
@@ -506,7 +516,14 @@ def status(settings: Settings) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    # What follows `--` goes to `mlflow server` as it is (argparse would take it for ours).
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Options after `--` are passed to `mlflow server` (e.g. --allowed-hosts).",
+    )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", type=Path, default=None, help="default: .irtune/server")
     parser.add_argument("--host", default="127.0.0.1", help="MLflow's bind address")
@@ -524,7 +541,6 @@ def main(argv: list[str] | None = None) -> None:
         "--pg-setting", action="append", default=[], help="name=value, for PostgreSQL"
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for MLflow")
-    parser.add_argument("extra", nargs="*", help="after --: more `mlflow server` options")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(
@@ -534,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         pg_port=args.pg_port,
         artifacts_destination=args.artifacts_destination,
         workers=args.workers,
-        extra_args=tuple(args.extra),
+        extra_args=tuple(extra),
         pg_settings=tuple(args.pg_setting),
         default_permission=args.default_permission,
     )
