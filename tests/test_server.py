@@ -13,11 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from conftest import TeamServer
 from harness import REPO
 
+from irtune import sync as sync_cli
 from irtune import tracking
 from irtune.config import Config, TrackingConfig
 
@@ -206,9 +205,9 @@ def test_a_refused_login_waits_and_make_sync_delivers_it_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With a wrong password log_record returns None, warns once that the server refused the
-    credentials, and spools the record; the server holds nothing. `python -m irtune.sync`
-    (make sync) logged in as a team member then delivers it as one run, and again delivers
-    nothing more."""
+    credentials, and spools the record; the server holds nothing. make sync (irtune.sync's
+    main) logged in as a team member then delivers it as one run, and again delivers nothing
+    more."""
     from mlflow.server import get_app_client
 
     experiment = "irtune-server-spool"
@@ -230,21 +229,18 @@ def test_a_refused_login_waits_and_make_sync_delivers_it_once(
     admin = _client(team_server, monkeypatch, team_server.admin, team_server.password)
     assert _runs_of(admin, experiment) == [], "a refused login logged something"
 
-    env = os.environ | {
-        "DVC_ROOT": str(workspace),
-        "PYTHONPATH": str(REPO / "src"),
-        "MLFLOW_TRACKING_USERNAME": member,
-        "MLFLOW_TRACKING_PASSWORD": member_password,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "irtune.sync"], cwd=workspace, env=env,
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Sent 1 run(s)" in proc.stderr, proc.stderr[-3000:]
-    assert list(tracking.pending_dir().glob("*.json")) == []
+    # make sync is `python -m irtune.sync`: its main(), here in-process (test_tracking.py
+    # runs the command itself), logged in as the member.
     _client(team_server, monkeypatch, member, member_password)
-    assert tracking.sync() == (0, 0), "a second sync found something to send"
+    caplog.set_level(logging.INFO)
+    for sent in (1, 0):
+        caplog.clear()
+        with pytest.raises(SystemExit) as exit_info:
+            sync_cli.main([])
+        assert exit_info.value.code == 0, caplog.text
+        assert f"Sent {sent} run(s)" in caplog.text, caplog.text
+    assert list(tracking.pending_dir().glob("*.json")) == []
+    admin = _client(team_server, monkeypatch, team_server.admin, team_server.password)
     runs = _runs_of(admin, experiment)
     assert len(runs) == 1, f"expected one run, found {len(runs)}"
     assert runs[0].data.tags[tracking.RUN_KEY_TAG] == record["run_key"]
