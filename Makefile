@@ -32,6 +32,18 @@ GIT_REMOTE ?= origin
 EXP ?=
 # The columns of `make exps` (dvc exp show): what a sweep varies and what it measures.
 EXP_COLUMNS ?= Experiment|Created|State|^sweep\.name$$|^loss\.name$$|^train\.(batch_size|epochs|lr|seed)$$|^prepare\.max_pairs$$|^retrieve\.mode$$|^rerank\.(ndcg_at_10|recall_at_100|mrr_at_10)$$|^rerank\.ndcg_at_10\.p_value$$
+# `make server`: the team's MLflow tracking server (src/irtune/server.py; README: A team's
+# tracking server). HOST: MLflow's bind address (loopback unless asked); ARTIFACTS: any MLflow
+# artifact URI (empty: $(SERVER_DIR)/artifacts); SERVER_ARGS: more `mlflow server` options.
+SERVER_DIR ?= $(CURDIR)/.irtune/server
+HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+PG_PORT ?= 5433
+ARTIFACTS ?=
+WORKERS ?= 2
+# What a logged-in user may do with experiments others created: EDIT (log runs), READ, MANAGE.
+PERMISSION ?= EDIT
+SERVER_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 # Every target runs this checkout's library, as dvc.yaml's stages do (PYTHONPATH=src), even
 # when .venv's editable install points at another checkout.
@@ -48,7 +60,8 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser mirror run params sweep report compare regress results exps push pull \
-	exp-push exp-pull test test-all lint sync register ui bench clean
+	exp-push exp-pull test test-all lint sync register ui server server-stop server-status postgres \
+	bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +71,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
 	$(MAKE) --no-print-directory browser
+	$(MAKE) --no-print-directory postgres
 	touch $@
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies (only)
@@ -69,6 +83,14 @@ browser: ## Debian's chromium + chromedriver, for the MLflow UI test (apt-get, a
 	    --no-install-recommends chromium chromium-driver >/dev/null) \
 	  || echo "warning: could not install chromium; the MLflow UI test will skip"; \
 	else echo "note: no chromium/chromedriver and no root for apt-get: the MLflow UI test will skip"; fi
+
+postgres: ## Debian's PostgreSQL, for `make server` and its tests (apt-get, as root)
+	@if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends postgresql >/dev/null) \
+	  || echo "warning: could not install postgresql; make server and its tests will skip"; \
+	else echo "note: no PostgreSQL and no root for apt-get: make server's tests will skip"; fi
 
 mirror: $(STAMP) ## Link local copies of the hub datasets and model ($(SHARED), the packaged MiniLM)
 	mkdir -p $(MIRROR)/BeIR $(MIRROR)/sentence-transformers
@@ -162,6 +184,17 @@ register: $(STAMP) ## Register a bi-encoder in MLflow's model registry (EXP=<exp
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+server: $(STAMP) ## The team's MLflow server: PostgreSQL, proxied artifacts, login (HOST, SERVER_PORT, ARTIFACTS)
+	$(BIN)/python -m irtune.server start --dir '$(SERVER_DIR)' --host '$(HOST)' \
+	  --port $(SERVER_PORT) --pg-port $(PG_PORT) --workers $(WORKERS) --default-permission $(PERMISSION) \
+	  $(if $(ARTIFACTS),--artifacts-destination '$(ARTIFACTS)') $(if $(SERVER_ARGS),-- $(SERVER_ARGS))
+
+server-stop: $(STAMP) ## Stop the team's MLflow server and its PostgreSQL
+	$(BIN)/python -m irtune.server stop --dir '$(SERVER_DIR)'
+
+server-status: $(STAMP) ## Whether the team's MLflow server and its PostgreSQL run
+	$(BIN)/python -m irtune.server status --dir '$(SERVER_DIR)'
 
 clean: ## Remove the virtualenv
 	rm -rf $(VENV)

@@ -1,9 +1,18 @@
-"""Shared pytest setup: offline Hugging Face settings and session-wide tiny assets."""
+"""Shared pytest setup: offline Hugging Face settings, session-wide tiny assets, and the team's
+MLflow server."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,3 +56,85 @@ def tiny_bi_encoder(tiny_assets: dict[str, Path]) -> Path:
 def tiny_cross_encoder(tiny_assets: dict[str, Path]) -> Path:
     """Saved random-init single-logit CrossEncoder."""
     return tiny_assets["cross_encoder"]
+
+
+@dataclass(frozen=True)
+class TeamServer:
+    """A running team server (``python -m irtune.server start``), as the tests see it.
+
+    Attributes:
+        url: MLflow's URL (``tracking.uri``).
+        admin: The admin's user name.
+        password: The admin's password.
+        dir: The server's folder (cluster, generated config, ``mlflow.log``, artifacts).
+        pg_port: PostgreSQL's port.
+    """
+
+    url: str
+    admin: str
+    password: str
+    dir: Path
+    pg_port: int
+
+    @property
+    def port(self) -> int:
+        """MLflow's port."""
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "irtune.server", *args],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def team_server() -> Iterator[TeamServer]:
+    """The team's MLflow server, started once per session by the real ``irtune.server start``
+    (PostgreSQL cluster, basic auth, proxied artifacts) on free loopback ports, and stopped
+    at the end. Skips where PostgreSQL or psycopg2 is missing."""
+    from irtune.server import ServerError, pg_bindir
+
+    try:
+        pg_bindir()
+    except ServerError as exc:
+        pytest.skip(str(exc))
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg2 is not installed (`make install` installs psycopg2-binary)")
+
+    # In /tmp, not pytest's 0700 tmp folder: as root, PostgreSQL runs as the postgres user,
+    # which must reach its data folder.
+    folder = Path(tempfile.mkdtemp(prefix="irtune-server-"))
+    admin, password = "team-admin", secrets.token_urlsafe(18)
+    env = os.environ | {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+    }
+    port, pg_port = free_port(), free_port()
+    started = time.monotonic()
+    proc = _server_cli(
+        "start", "--dir", str(folder), "--port", str(port), "--pg-port", str(pg_port),
+        "--workers", "1",
+        # A throwaway cluster needs no crash safety: skip the disk flushes of its migrations.
+        "--pg-setting", "fsync=off", "--pg-setting", "synchronous_commit=off",
+        # Connections this process keeps open must not hold up the stop at the end.
+        "--", "--uvicorn-opts", "--timeout-graceful-shutdown 2", env=env,
+    )  # fmt: skip
+    try:
+        assert proc.returncode == 0, f"the server did not start:\n{proc.stderr[-4000:]}"
+        print(f"[team server] up in {time.monotonic() - started:.1f}s", flush=True)
+        yield TeamServer(f"http://127.0.0.1:{port}", admin, password, folder, pg_port)
+    finally:
+        _server_cli("stop", "--dir", str(folder), env=env)
+        shutil.rmtree(folder, ignore_errors=True)

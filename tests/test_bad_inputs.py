@@ -372,6 +372,17 @@ CASES = [
         "rerank",
         _param("rerank", "depths", [0, 20], "'rerank.depths'", "ints > 0, got [0, 20]"),
     ),
+    Bad(
+        "tracking-uri-with-credentials",
+        "evaluate",
+        _param(
+            "tracking",
+            "uri",
+            "http://alice:s3cret-pw@127.0.0.1:5001",
+            "'tracking.uri' embeds credentials (http://***@127.0.0.1:5001)",
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
+    ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),
     Bad("index-of-another-dimension", "retrieve", _index_of_another_dimension),

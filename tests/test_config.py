@@ -63,6 +63,35 @@ def test_unknown_key_names_the_key() -> None:
         validate({"train": {"batch_sze": 8}})
 
 
+@pytest.mark.parametrize(
+    "uri", ["http://alice:s3cret-pw@127.0.0.1:5001", "https://alice@mlflow.example.org"]
+)
+def test_a_tracking_uri_with_credentials_fails_without_showing_them(uri: str) -> None:
+    """tracking.uri holding a user (and password) fails, naming the key and MLflow's
+    variables, and the message masks what it refuses to record."""
+    with pytest.raises(ConfigError, match=r"'tracking\.uri' embeds credentials") as info:
+        validate({"tracking": {"uri": uri}})
+    message = str(info.value)
+    assert "alice" not in message and "s3cret" not in message, message
+    assert "***@" in message and "MLFLOW_TRACKING_PASSWORD" in message, message
+
+
+def test_the_tracking_uri_variable_with_credentials_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$MLFLOW_TRACKING_URI (used when tracking.uri is empty) gets the same check, naming the
+    variable; URIs without credentials pass as they are."""
+    from irtune.config import TrackingConfig
+    from irtune.tracking import tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:hunter2-pw@10.0.0.5:5001")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI embeds credentials") as info:
+        tracking_uri(TrackingConfig())
+    assert "hunter2" not in str(info.value)
+    for fine in ("http://10.0.0.5:5001", "sqlite:////data/a@b/mlflow.db", "file:///tmp/mlruns"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", fine)
+        assert tracking_uri(TrackingConfig()) == fine
+        assert validate({"tracking": {"uri": fine}}).tracking.uri == fine
+
+
 def test_unknown_section_names_the_section() -> None:
     """A whole unknown top-level section fails, naming it."""
     with pytest.raises(ConfigError, match="trian"):

@@ -2,7 +2,8 @@
 waiting run exactly once, and nothing secret or remote-code-enabling slips in.
 
 The evaluate stage runs for real (dvc.yaml's command line, in-process) on hand-made runs of
-the tiny dataset, so no model is trained here; the stores are real SQLite MLflow stores.
+the tiny dataset, so no model is trained here; the stores are real SQLite MLflow stores, and
+the team's server (``team_server``, conftest.py) for the secrets logged to a server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy
 import pytest
 import yaml
+from conftest import TeamServer
 from harness import REPO, StageWorkspace, default_params
 
 from irtune import sync as sync_cli
@@ -529,3 +531,62 @@ def test_every_model_load_takes_the_flag_from_the_config() -> None:
     for loader in (load_bi_encoder, load_encoder, load_cross_encoder):
         default = inspect.signature(loader).parameters["trust_remote_code"].default
         assert default is False, f"{loader.__name__} defaults trust_remote_code to {default}"
+
+
+def test_no_secret_reaches_the_team_server(
+    repo: tuple[Path, dict[str, Any]],
+    team_server: TeamServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The evaluate stage logging to the team's server, logged in through MLflow's variables
+    with credentials planted beside them: no secret value (the real password included)
+    appears in the run's params, tags or metric names, in its artifacts as the server
+    returns them or stores them, in the stage's log, in the server's log, or anywhere in the
+    server's tracking database (pg_dump)."""
+    from mlflow.tracking import MlflowClient
+
+    from irtune.server import TRACKING_DB, pg_bindir
+
+    root, params = repo
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", team_server.admin)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.password)
+    params["tracking"]["uri"] = team_server.url
+    caplog.set_level(logging.DEBUG)
+    _evaluate(root, params)
+
+    secrets = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6}
+    assert team_server.password in secrets
+    assert set(SECRETS.values()) - {SECRETS["MLFLOW_TRACKING_PASSWORD"]} <= secrets
+    runs = _runs(team_server.url)
+    assert len(runs) == 1, "the run did not reach the server"
+    run = runs[0]
+    downloaded = Path(MlflowClient(team_server.url).download_artifacts(
+        run.info.run_id, "", str(root / "downloaded")))  # fmt: skip
+    stored = team_server.dir / "artifacts"
+    assert any(downloaded.rglob("*.json")), "no artifacts came back"
+    dump = subprocess.run(
+        [str(pg_bindir() / "pg_dump"), "-h", "127.0.0.1", "-p", str(team_server.pg_port),
+         "-U", "irtune", "--data-only", TRACKING_DB],
+        env=os.environ | {"PGPASSFILE": str(team_server.dir / "pgpass")},
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert run.info.run_id in dump, "the dump does not hold the run"
+    logged = {
+        "params": json.dumps(run.data.params),
+        "tags": json.dumps(run.data.tags),
+        "metric names": json.dumps(sorted(run.data.metrics)),
+        "mlflow_record.json": (root / "data" / "eval" / "mlflow_record.json").read_text("utf-8"),
+        "the stage's log": caplog.text,
+        "the server's log": (team_server.dir / "mlflow.log").read_text("utf-8"),
+        "the tracking database": dump,
+    } | {
+        f"artifact {p.relative_to(folder)}": p.read_bytes().decode("utf-8", "replace")
+        for folder in (downloaded, stored)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+    leaks = [(where, s) for where, text in logged.items() for s in secrets if s in text]
+    assert not leaks, f"secret values leaked: {leaks}"

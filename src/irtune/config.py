@@ -9,6 +9,7 @@ configs: an unknown key or a value of the wrong type fails at once, naming the k
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,8 @@ class EvaluateConfig:
 class TrackingConfig:
     enabled: bool = True
     #: MLflow tracking URI. Empty: ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` at the repo root.
+    #: Never with credentials in it (it is a param): MLflow reads them from
+    #: ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``.
     uri: str = ""
     experiment: str = "irtune"
     #: Log the trained bi-encoder with the run (MLflow's ``sentence_transformers`` flavor),
@@ -450,7 +453,30 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
     _validate_retrieve(cfg, source)
     _validate_rerank(cfg, source)
     _validate_significance(cfg, source)
+    check_tracking_uri(cfg.tracking.uri, f"{source}: 'tracking.uri'")
     return cfg
+
+
+def check_tracking_uri(uri: str, where: str) -> None:
+    """Refuse a tracking URI that embeds credentials (``http://user:pass@host``).
+
+    Args:
+        uri: The URI.
+        where: What holds it, for the message (``params.yaml: 'tracking.uri'``).
+
+    Raises:
+        ConfigError: If ``uri`` names a user or a password; the message shows the URI with
+            them masked.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return
+    masked = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    raise ConfigError(
+        f"{where} embeds credentials ({masked}): a URI is recorded in params, dvc.lock, logs and "
+        "the MLflow run. Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
+        "environment instead"
+    )
 
 
 def check_backend(backend: str, precision: str, source: str = "params") -> None:

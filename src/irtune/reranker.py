@@ -27,6 +27,7 @@ from irtune.prepare import mined_negatives, positive_pairs, select_pairs
 
 log = logging.getLogger(__name__)
 
+
 def wanted(cfg: Config) -> str:
     """Why the stage trains nothing ("" when it trains)."""
     if cfg.rerank.top_k == 0:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from irtune.config import Config, TrackingConfig, flatten
+from irtune.config import Config, TrackingConfig, check_tracking_uri, flatten
 from irtune.mirror import is_hub_id
 from irtune.pipeline import repo_root
 
@@ -37,10 +37,16 @@ MODEL_NAME = "bi-encoder"
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The MLflow store: ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite
-    file ``mlflow.db`` at the repository root (an absolute path)."""
+    file ``mlflow.db`` at the repository root (an absolute path).
+
+    Raises:
+        ConfigError: If ``$MLFLOW_TRACKING_URI`` embeds credentials (``tracking.uri`` is
+            checked when the config loads).
+    """
     if cfg.uri:
         return cfg.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
 
@@ -323,9 +329,9 @@ def log_record(record: dict[str, Any], cfg: TrackingConfig) -> str | None:
     except Exception as exc:  # tracking must never fail the pipeline
         spool = _spool(record, uri)
         log.warning(
-            "MLflow store %s unreachable (%s); metrics stay on disk and the run waits in %s "
-            "for `make sync`",
+            "MLflow store %s %s (%s); metrics stay on disk and the run waits in %s for `make sync`",
             uri,
+            _failure(exc),
             exc,
             spool,
         )
@@ -349,6 +355,16 @@ def _spool(record: dict[str, Any], uri: str) -> Path:
     waiting = record | {"artifacts": artifacts, "model": model, "tracking_uri": uri}
     spool.write_text(json.dumps(waiting, indent=2), encoding="utf-8")
     return spool
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, in words: a server that refused the login is no unreachable store."""
+    if getattr(exc, "error_code", None) in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # 401, 403
+        return (
+            "refused the credentials (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+            "missing, wrong, or without permission)"
+        )
+    return "unreachable"
 
 
 def sync(cfg: TrackingConfig | None = None) -> tuple[int, int]:
