@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo, compare_rows
+from e2e_repo import ARTIFACTS, OUTPUT_TAIL, VENV_BIN, E2ERepo, compare_rows, stop_queue
 
 from irtune.tracking import MODEL_URI_TAG
 from irtune.workspace import run_captured
@@ -163,15 +164,7 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     assert counts.get("Queued") == 2, f"expected 2 queued experiments:\n{out}"
 
     # Two workers: the experiments run in parallel and must not mix their tracking.
-    repo.dvc("queue", "start", "-j", "2")
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while True:
-        out, counts = repo.queue_table()
-        if not counts.get("Queued") and not counts.get("Running"):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"queue not done after {QUEUE_TIMEOUT_S}s:\n{repo.queue_logs()}")
-        time.sleep(10)  # each `dvc queue status` costs seconds of CPU the worker needs
+    counts = _run_queue(repo, jobs=2)
     assert counts.get("Success") == 2 and not counts.get("Failed"), repo.queue_logs()
 
     new_names = repo.exp_names() - before
@@ -230,6 +223,76 @@ def test_queued_sweep_lands_in_the_same_store(repo: E2ERepo) -> None:
     ]
     assert not strays, f"MLflow files inside .dvc/: {strays}"
     repo.passed.add("queue")
+
+
+def _run_queue(repo: E2ERepo, jobs: int) -> dict[str, int]:
+    """Start ``jobs`` queue workers and wait until nothing is queued or running; returns the
+    count of tasks per status."""
+    repo.dvc("queue", "start", "-j", str(jobs))
+    deadline = time.monotonic() + QUEUE_TIMEOUT_S
+    while True:
+        _, counts = repo.queue_table()
+        if not counts.get("Queued") and not counts.get("Running"):
+            return counts
+        if time.monotonic() > deadline:
+            pytest.fail(f"queue not done after {QUEUE_TIMEOUT_S}s:\n{repo.queue_logs()}")
+        time.sleep(10)  # each `dvc queue status` costs seconds of CPU the worker needs
+
+
+def test_queued_experiments_land_on_the_team_server(
+    repo: E2ERepo, request: pytest.FixtureRequest
+) -> None:
+    """The queued sweep's two recipes again, logged by two parallel queue workers to the
+    team's server (PostgreSQL, basic auth) with the credentials in MLflow's variables of the
+    shell that started the workers: both runs land there, complete, and nothing waits in
+    the spool. Only evaluate runs (tracking.* are its params; the rest is DVC's run cache),
+    and the password reaches no DVC file."""
+    repo.require("queue")
+    server = request.getfixturevalue("team_server")  # skips, saying why, where none runs
+    experiment = "irtune-e2e-team"
+    stop_queue(repo)  # the next workers start with the credentials
+    before = repo.exp_names()
+    tracked = ["-S", f"tracking.uri={server.url}", "-S", f"tracking.experiment={experiment}"]
+    repo.dvc("exp", "run", "--queue", "-S", "loss=mnrl,cosent", "-S", "train.epochs=2", *tracked)
+    plain = repo.env
+    repo.env = plain | {
+        "MLFLOW_TRACKING_USERNAME": server.admin,
+        "MLFLOW_TRACKING_PASSWORD": server.password,
+    }
+    try:
+        counts = _run_queue(repo, jobs=2)
+    finally:
+        stop_queue(repo)
+        repo.env = plain
+    # The queued sweep's two, and these two.
+    assert counts.get("Success") == 4 and not counts.get("Failed"), repo.queue_logs()
+    new_names = repo.exp_names() - before
+    assert len(new_names) == 2, new_names
+    for name in new_names:
+        log = repo.dvc("queue", "logs", name)
+        assert "Running stage 'evaluate'" in log and "Running stage 'train'" not in log, log
+
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = server.admin
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = server.password
+    try:
+        client = MlflowClient(tracking_uri=server.url)
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id]) if found else []
+    finally:
+        del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    assert {r.data.tags.get("dvc_exp_name") for r in runs} == new_names, runs
+    assert {r.data.params["loss.name"] for r in runs} == {"mnrl", "cosent"}
+    metrics = repo.exp_data("metrics/eval.json")
+    for run in runs:
+        name = run.data.tags["dvc_exp_name"]
+        assert run.data.metrics["ndcg_at_10"] == metrics[name]["rerank"]["ndcg_at_10"], name
+        assert run.data.tags[MODEL_URI_TAG].startswith("models:/"), run.data.tags
+    pending = sorted((repo.root / ".irtune").rglob("*.json"))
+    assert not pending, f"records that never reached the server: {pending}"
+    shown = repo.dvc("exp", "show", "--json")
+    assert server.password not in shown, "the password is in DVC's experiments"
 
 
 def _queued_pair(repo: E2ERepo) -> tuple[str, str]:
