@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ for _name, _value in {
 # tests/ is not a package; make `from tiny_assets import ...` work in any import mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from team_server import TeamServer, free_port  # noqa: E402
 from tiny_assets import build_all  # noqa: E402
 
 
@@ -56,37 +55,6 @@ def tiny_bi_encoder(tiny_assets: dict[str, Path]) -> Path:
 def tiny_cross_encoder(tiny_assets: dict[str, Path]) -> Path:
     """Saved random-init single-logit CrossEncoder."""
     return tiny_assets["cross_encoder"]
-
-
-@dataclass(frozen=True)
-class TeamServer:
-    """A running team server (``python -m irtune.server start``), as the tests see it.
-
-    Attributes:
-        url: MLflow's URL (``tracking.uri``).
-        admin: The admin's user name.
-        password: The admin's password.
-        dir: The server's folder (cluster, generated config, ``mlflow.log``, artifacts).
-        pg_port: PostgreSQL's port.
-    """
-
-    url: str
-    admin: str
-    password: str
-    dir: Path
-    pg_port: int
-
-    @property
-    def port(self) -> int:
-        """MLflow's port."""
-        return int(self.url.rsplit(":", 1)[1])
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _server_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TeamServer
 from harness import REPO
+from team_server import TeamServer
 
 from irtune import sync as sync_cli
 from irtune import tracking

@@ -27,8 +27,8 @@ from typing import Any
 import numpy
 import pytest
 import yaml
-from conftest import TeamServer
 from harness import REPO, StageWorkspace, default_params
+from team_server import TeamServer
 
 from irtune import sync as sync_cli
 from irtune import tracking
