@@ -143,6 +143,12 @@ class TrainConfig:
     eval_dev: bool = True
     #: Checkpoint every this many steps so a killed run resumes its schedule; 0 = never.
     checkpoint_steps: int = 0
+    #: Training arithmetic: ``fp32``, or the trainer's mixed precision ``bf16`` / ``fp16``
+    #: (CUDA only: the train stage refuses them on a machine without a GPU).
+    precision: str = "fp32"
+    #: Data-parallel processes (DDP, one GPU each; gloo on CPU). ``batch_size`` is the
+    #: global batch: each process takes ``batch_size / devices`` rows of every batch.
+    devices: int = 1
 
 
 @dataclass
@@ -275,8 +281,12 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+#: ``train.precision``: the trainer's own mixed-precision modes, and full precision.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+
 _CHOICES = {
     "loss.name": LOSSES,
+    "train.precision": TRAIN_PRECISIONS,
     "index.type": ("flat", "hnsw", "ivf"),
     "prepare.negatives": ("none", "random", "mined"),
     "prepare.labels": ("graded", "cross_encoder"),
@@ -298,6 +308,7 @@ _NON_NEGATIVE = (
 )
 _POSITIVE = (
     "train.batch_size",
+    "train.devices",
     "train.lr",
     "train.max_seq_length",
     "train.logging_steps",
@@ -386,6 +397,11 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
         raise ConfigError(
             f"{source}: 'prepare.mine_range_max' ({cfg.prepare.mine_range_max}) must be greater "
             f"than 'prepare.mine_range_min' ({cfg.prepare.mine_range_min})"
+        )
+    if cfg.train.batch_size % cfg.train.devices:
+        raise ConfigError(
+            f"{source}: 'train.batch_size' ({cfg.train.batch_size}) is the global batch, split "
+            f"evenly over train.devices={cfg.train.devices} processes: it must be a multiple of it"
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_retrieve(cfg, source)
