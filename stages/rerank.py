@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.devices import claim_devices
 from irtune.rerank import rerank_run
 from irtune.runs import read_trec_run, write_trec_run
 from irtune.stage import run_stage, stage_parser
@@ -20,7 +21,9 @@ def main(args, cfg):
     run = read_trec_run(args.run)
     # The corpus is only read when something is reranked.
     dataset = read_beir(args.data, [cfg.dataset.test_split]) if cfg.rerank.top_k else None
-    write_trec_run(args.out, rerank_run(run, dataset, cfg), tag="irtune-rerank")
+    with claim_devices(1 if cfg.rerank.top_k else 0, "rerank"):
+        reranked = rerank_run(run, dataset, cfg)
+    write_trec_run(args.out, reranked, tag="irtune-rerank")
 
 
 if __name__ == "__main__":
