@@ -174,3 +174,17 @@ def test_the_train_stage_records_its_claimed_device(
         "claimed": "0",
     }
     assert VISIBLE_ENV not in os.environ
+
+
+def test_the_device_becomes_mlflow_tags() -> None:
+    """metrics/train.json's device object becomes string tags (tracking.device_tags)."""
+    from irtune.tracking import device_tags
+
+    history = {"device": {"type": "cuda", "name": "NVIDIA H200", "count": 2, "claimed": "0,1"}}
+    assert device_tags(history) == {
+        "device.type": "cuda",
+        "device.name": "NVIDIA H200",
+        "device.count": "2",
+        "device.claimed": "0,1",
+    }
+    assert device_tags({"summary": {}}) == {}  # a history from before devices were recorded
