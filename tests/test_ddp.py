@@ -12,7 +12,9 @@ that instead.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harness import StageWorkspace, tiny_params
+from safetensors.numpy import load_file
 
 from irtune.beir import read_corpus
 from irtune.io import write_jsonl
@@ -64,19 +67,27 @@ def _rows(beir: Path) -> list[dict[str, str]]:
     return rows[:ROWS]
 
 
-def _train(root: Path, assets: dict[str, Path], model: Path, devices: int) -> tuple[str, float]:
-    """Run the train stage through dvc.yaml's command; return its log and wall time."""
-    params = tiny_params(assets, train=TRAIN | {"devices": devices})
+def _workspace(root: Path, assets: dict[str, Path], model: Path, **train: int) -> StageWorkspace:
+    """A workspace holding the dataset and the rows, ready for the train stage."""
+    params = tiny_params(assets, train=TRAIN | train)
     params["model"]["base"] = str(model)
     ws = StageWorkspace(root, params, assets)
     ws.link_code()
     ws.raw()
     ws.write_params()
     write_jsonl(ws.path("data/prepared/train.jsonl"), _rows(assets["beir"]))
-    env = clean_env(Path(sys.executable).parent, PYTHONUNBUFFERED="1")
+    return ws
+
+
+def _env() -> dict[str, str]:
+    return clean_env(Path(sys.executable).parent, PYTHONUNBUFFERED="1")
+
+
+def _run(ws: StageWorkspace) -> tuple[str, float]:
+    """Run the train stage through dvc.yaml's command; return its log and wall time."""
     start = time.perf_counter()
     out = subprocess.run(
-        ws.shell("train"), cwd=root, env=env, capture_output=True, text=True, timeout=600
+        ws.shell("train"), cwd=ws.root, env=_env(), capture_output=True, text=True, timeout=600
     )
     seconds = time.perf_counter() - start
     assert out.returncode == 0, out.stderr[-4000:]
@@ -85,19 +96,18 @@ def _train(root: Path, assets: dict[str, Path], model: Path, devices: int) -> tu
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_assets: dict[str, Path]) -> dict:
-    """The same training as two processes and as one: ``{devices: (root, log, seconds)}``."""
+    """The same training as two processes and as one: ``{devices: (root, log, seconds)}``,
+    and the dropout-free base model under ``"base"``."""
     tmp = tmp_path_factory.mktemp("ddp")
     model = _dropout_free(tiny_assets["bi_encoder"], tmp / "base")
+    runs: dict = {"base": model}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("DVC_ROOT", raising=False)
         mp.delenv("IRTUNE_DEVICES", raising=False)
-        return {
-            devices: (
-                tmp / f"devices{devices}",
-                *_train(tmp / f"devices{devices}", tiny_assets, model, devices),
-            )
-            for devices in (2, 1)
-        }
+        for devices in (2, 1):
+            ws = _workspace(tmp / f"devices{devices}", tiny_assets, model, devices=devices)
+            runs[devices] = (ws.root, *_run(ws))
+    return runs
 
 
 def _history(root: Path) -> dict:
@@ -152,3 +162,73 @@ def test_two_processes_match_one_with_the_same_global_batch(runs: dict) -> None:
     assert embedding_diff <= TOLERANCE
     # Training moved the model: the agreement is not that of two untouched copies.
     assert a["loss_curve"][0]["loss"] != a["loss_curve"][-1]["loss"]
+
+
+def _running_in(root: Path) -> list[str]:
+    """The live (not zombie) processes whose working folder is ``root``: the stage's."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            state = next(s for s in (proc / "status").read_text().splitlines() if s[:6] == "State:")
+            alive = "Z" not in state.split()[1]
+            if alive and (proc / "cwd").resolve() == root.resolve():
+                found.append((proc / "cmdline").read_text().replace("\0", " "))
+        except OSError:  # it ended meanwhile, or is not ours to read
+            continue
+    return found
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    return sorted((root / ".irtune" / "checkpoints").glob("*/checkpoint-*"))
+
+
+def _complete(checkpoint: Path) -> int:
+    """The step of a checkpoint the trainer finished writing (trainer_state.json last); 0
+    for one still being written."""
+    return int(checkpoint.name.split("-")[1]) if (checkpoint / "trainer_state.json").exists() else 0
+
+
+def test_a_killed_two_process_run_resumes_its_schedule(
+    runs: dict, tmp_path: Path, tiny_assets: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL to the stage's process group mid-schedule takes the torchrun workers down too;
+    the rerun resumes from the last checkpoint and ends with the uninterrupted run's model
+    and loss curve."""
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("IRTUNE_DEVICES", raising=False)
+    ws = _workspace(tmp_path / "killed", tiny_assets, runs["base"], devices=2, checkpoint_steps=1)
+    proc = subprocess.Popen(
+        ws.shell("train"),
+        cwd=ws.root,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the shell, the launcher and torchrun: one process group
+    )
+    deadline = time.monotonic() + 300
+    # Past the first epoch's end (step 3 of 6), so the rerun has to skip into the second.
+    while max(map(_complete, _checkpoints(ws.root)), default=0) < 4:
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _running_in(ws.root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running_in(ws.root), "the torchrun workers outlived the kill"
+    assert not ws.path("data/model").exists(), "a killed stage must leave no model behind"
+
+    log, _ = _run(ws)
+    assert log.count("Resuming the interrupted schedule") == 1, log[-3000:]
+    assert not _checkpoints(ws.root), "a finished run removes its checkpoints"
+
+    reference = runs[2][0]
+    history, expected = _history(ws.root), _history(reference)
+    assert history["loss_curve"] == expected["loss_curve"]
+    assert history["summary"]["steps"] == expected["summary"]["steps"]
+    ours = load_file(str(ws.path("data/model") / "model.safetensors"))
+    theirs = load_file(str(reference / "data" / "model" / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    worst = max(float(np.abs(ours[k] - theirs[k]).max()) for k in theirs)
+    assert worst <= TOLERANCE, f"weights differ by up to {worst:.2e} after resuming"

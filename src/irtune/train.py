@@ -237,7 +237,7 @@ def train(
         train_dataset=train_dataset,
         loss=loss,
         evaluator=dev_evaluator(dataset, cfg, model) if eval_dev else None,
-        callbacks=[TimeLeft()],
+        callbacks=[TimeLeft(), *([SamplerEpoch()] if cfg.train.devices > 1 else [])],
     )
     log.info(
         "Training %s with %s on %d rows for %d epoch(s), batch %d, on %d %s process(es) in %s",
@@ -350,6 +350,25 @@ class TimeLeft(TrainerCallback):
                 per_step,
                 _duration(left),
             )
+
+
+class SamplerEpoch(TrainerCallback):
+    """Gives the batch sampler its epoch at each epoch start, however deeply it is wrapped.
+
+    Under DDP Accelerate wraps the sampler in its shard, and a resumed epoch wraps that in
+    a skip sampler: transformers then sets the epoch on the shard's wrapper only, and the
+    sampler would draw the rest of a resumed epoch in the first epoch's order (its seed is
+    ``seed + epoch``). One process needs no help: this is added only with several.
+    """
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
+        sampler = getattr(train_dataloader, "batch_sampler", None)
+        while (inner := getattr(sampler, "batch_sampler", None)) is not None:
+            sampler = inner
+        if hasattr(sampler, "set_epoch"):
+            # state.epoch is the epochs done so far: a whole number at an epoch's start, and
+            # the resumed fraction (1.33: 1 epoch and a third done) when resuming inside one.
+            sampler.set_epoch(int(state.epoch or 0))
 
 
 def _duration(seconds: float) -> str:
