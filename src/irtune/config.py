@@ -23,9 +23,10 @@ SCORE_FAMILY = ("cosent", "cosine")
 LOSSES = MNRL_FAMILY + SCORE_FAMILY
 
 #: Inference engines of the bi-encoder (``encode.backend``) and the precisions each offers
-#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's.
+#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's on a
+#: CPU; torch's fp16 and bf16 are half-precision weights on a CUDA GPU.
 ENCODE_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32",),
+    "torch": ("fp32", "fp16", "bf16"),
     "onnx": ("fp32", "int8"),
     "openvino": ("fp32", "bf16"),
 }
@@ -160,7 +161,8 @@ class EncodeConfig:
     #: Engine that embeds documents (encode) and queries (retrieve): ``torch``, ``onnx``
     #: (ONNX Runtime) or ``openvino``; the model is exported on load (see irtune.backends).
     backend: str = "torch"
-    #: ``fp32``; ``int8`` (onnx: dynamic quantization) or ``bf16`` (openvino).
+    #: ``fp32``; ``int8`` (onnx: dynamic quantization), ``bf16`` (openvino), or ``fp16`` /
+    #: ``bf16`` (torch, on a CUDA GPU only: the stage refuses them without one).
     precision: str = "fp32"
 
 
