@@ -42,7 +42,7 @@ TRAIN = {
 ROWS = 24
 PROBE = ["does vitamin d prevent fractures", "Statin therapy lowered LDL cholesterol."]
 #: Max abs difference allowed between the two runs' embeddings and losses. Measured: see the
-#: README's GPUs section (about 1e-7 on the tiny model); float sums in another order.
+#: README's GPUs section (2.3e-7 on the tiny model): float sums in another order.
 TOLERANCE = 1e-4
 
 
