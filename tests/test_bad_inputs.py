@@ -237,6 +237,11 @@ def _mixed_precision_without_cuda(ws: Workspace) -> tuple[str, str]:
     return "'train.precision' is 'bf16'", "this machine has none: set train.precision=fp32"
 
 
+def _mixed_precision_without_cuda_ddp(ws: Workspace) -> tuple[str, str]:
+    ws.params["train"]["devices"] = 2
+    return _mixed_precision_without_cuda(ws)
+
+
 def _bi_encoder_without_weights(ws: Workspace) -> tuple[str, str]:
     ws.raw()
     ws.rows()
@@ -380,7 +385,11 @@ CASES = [
     *(
         []
         if torch.cuda.is_available()
-        else [Bad("mixed-precision-without-cuda", "train", _mixed_precision_without_cuda)]
+        else [
+            Bad("mixed-precision-without-cuda", "train", _mixed_precision_without_cuda),
+            # Refused once, before torchrun starts two processes to refuse it twice.
+            Bad("mixed-precision-without-cuda-ddp", "train", _mixed_precision_without_cuda_ddp),
+        ]
     ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),

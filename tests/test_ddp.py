@@ -188,6 +188,7 @@ def _complete(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1]) if (checkpoint / "trainer_state.json").exists() else 0
 
 
+@pytest.mark.e2e
 def test_a_killed_two_process_run_resumes_its_schedule(
     runs: dict, tmp_path: Path, tiny_assets: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,9 +182,11 @@ def describe(precision: str, processes: int) -> dict[str, Any]:
     import torch
 
     cuda = torch.cuda.is_available()
+    # This process' GPU: torchrun's LOCAL_RANK among the visible ones (0 for one process).
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     return {
         "type": "cuda" if cuda else "cpu",
-        "name": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "name": torch.cuda.get_device_name(local) if cuda else "cpu",
         "count": processes,
         "precision": precision,
         "claimed": os.environ.get(VISIBLE_ENV, ""),
