@@ -134,7 +134,7 @@ def claim_devices(
         for handle in held.values():
             handle.write(f"pid {os.getpid()} {stage}\n")
             handle.flush()
-        log.info("Claimed device(s) %s (%s=%s)", ",".join(claimed), VISIBLE_ENV, ",".join(claimed))
+        log.info("%s: claimed device(s) %s", stage or "this process", ",".join(claimed))
         with _environ(VISIBLE_ENV, ",".join(claimed)):
             yield claimed
     finally:
