@@ -8,6 +8,7 @@ from pathlib import Path
 
 from irtune.beir import read_beir
 from irtune.dense import zero_shot_run
+from irtune.devices import claim_devices
 from irtune.runs import write_trec_run
 from irtune.stage import run_stage, stage_parser
 
@@ -21,7 +22,9 @@ def build_parser():
 
 def main(args, cfg):
     dataset = read_beir(args.data, [cfg.dataset.test_split])
-    write_trec_run(args.out, zero_shot_run(dataset, cfg), tag="irtune-zero-shot")
+    with claim_devices(1 if cfg.evaluate.baseline else 0, "baseline"):
+        run = zero_shot_run(dataset, cfg)
+    write_trec_run(args.out, run, tag="irtune-zero-shot")
 
 
 if __name__ == "__main__":

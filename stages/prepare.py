@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.devices import claim_devices
 from irtune.io import write_json, write_jsonl
-from irtune.prepare import build_rows
+from irtune.prepare import build_rows, uses_models
 from irtune.stage import run_stage, stage_parser
 
 
@@ -21,7 +22,8 @@ def main(args, cfg):
     # documents as the texts they are encoded as: read so, mining's text -> id map and the
     # rows share the corpus' strings instead of copying them.
     dataset = read_beir(args.data, cfg.dataset.splits, fold_titles=True)
-    rows = build_rows(dataset, cfg)
+    with claim_devices(1 if uses_models(cfg) else 0, "prepare"):  # mining, labelling
+        rows = build_rows(dataset, cfg)
     write_jsonl(args.out, rows)
     write_json(args.metrics, {"rows": len(rows), "columns": list(rows[0]) if rows else []})
 

@@ -4,6 +4,7 @@ first stage as chosen on the dev run (0 = pass)."""
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.devices import claim_devices
 from irtune.io import write_json
 from irtune.rerank import rerank_run
 from irtune.runs import read_trec_run, write_trec_run
@@ -28,7 +29,8 @@ def main(args, cfg):
         splits = [cfg.dataset.test_split, *([cfg.dataset.dev] if cfg.dataset.dev else [])]
         dataset = read_beir(args.data, splits)
         dev_run = read_trec_run(args.dev_run)
-    result = rerank_run(run, dataset, cfg, dev_run, trained=args.reranker)
+    with claim_devices(1 if cfg.rerank.top_k else 0, "rerank"):
+        result = rerank_run(run, dataset, cfg, dev_run, trained=args.reranker)
     write_trec_run(args.out, result.run, tag="irtune-rerank")
     write_json(args.metrics, result.choices)
 

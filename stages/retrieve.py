@@ -8,6 +8,7 @@ with the dev figures behind it in the metrics file; see :mod:`irtune.retrieve`.
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.devices import claim_devices
 from irtune.io import write_json
 from irtune.retrieve import bm25_run, open_dense_index, retrieve, splits, uses_dense
 from irtune.runs import write_trec_run
@@ -35,8 +36,9 @@ def main(args, cfg):
     # BM25 first: building its index is the stage's largest transient, and the dense index is
     # read once that is freed, never beside it.
     sparse = bm25_run(dataset, cfg)
-    dense = open_dense_index(args.index, args.model, cfg) if uses_dense(cfg) else None
-    result = retrieve(dataset, cfg, dense, sparse)
+    with claim_devices(1 if uses_dense(cfg) else 0, "retrieve"):  # the query encoder
+        dense = open_dense_index(args.index, args.model, cfg) if uses_dense(cfg) else None
+        result = retrieve(dataset, cfg, dense, sparse)
     write_trec_run(args.out, result.run, tag=f"irtune-{cfg.retrieve.mode}")
     write_trec_run(args.dev_out, result.dev_run, tag=f"irtune-{cfg.retrieve.mode}")
     write_json(args.metrics, result.choices)

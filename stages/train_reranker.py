@@ -4,6 +4,7 @@ rerank.model is "trained" (otherwise it leaves a note saying why not)."""
 from pathlib import Path
 
 from irtune.beir import read_beir
+from irtune.devices import claim_devices
 from irtune.io import write_json
 from irtune.reranker import train_reranker, wanted
 from irtune.stage import run_stage, stage_parser
@@ -20,7 +21,9 @@ def build_parser():
 def main(args, cfg):
     # Every split when training: a doc judged for a query anywhere is never its negative.
     dataset = None if wanted(cfg) else read_beir(args.data, cfg.dataset.splits, fold_titles=True)
-    write_json(args.metrics, train_reranker(dataset, cfg, args.out))
+    with claim_devices(0 if dataset is None else 1, "train_reranker"):
+        summary = train_reranker(dataset, cfg, args.out)
+    write_json(args.metrics, summary)
 
 
 if __name__ == "__main__":

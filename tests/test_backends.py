@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from harness import StageWorkspace, tiny_params
 
 from irtune.backends import RuntimeTransformer
@@ -81,12 +82,12 @@ def test_torch_backend_leaves_the_model_alone(tiny_bi_encoder: Path) -> None:
         (
             {"precision": "int8"},
             "'encode.precision' is 'int8', which encode.backend='torch' does not offer; "
-            "expected one of ['fp32'] (int8 needs encode.backend=onnx)",
+            "expected one of ['fp32', 'fp16', 'bf16'] (int8 needs encode.backend=onnx)",
         ),
         (
             {"backend": "onnx", "precision": "bf16"},
             "'encode.precision' is 'bf16', which encode.backend='onnx' does not offer; "
-            "expected one of ['fp32', 'int8'] (bf16 needs encode.backend=openvino)",
+            "expected one of ['fp32', 'int8'] (bf16 needs encode.backend=torch or openvino)",
         ),
         ({"backend": "openvino", "precision": "fp16"}, "'encode.precision' is 'fp16'"),
     ],
@@ -101,6 +102,15 @@ def test_bad_backend_fails_naming_the_key(encode: dict[str, str], message: str) 
 def test_load_encoder_checks_the_pair(tiny_bi_encoder: Path) -> None:
     with pytest.raises(ConfigError, match=r"encode\.precision"):
         load_encoder(str(tiny_bi_encoder), "torch", "int8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_torch_half_precision_needs_a_gpu(tiny_bi_encoder: Path, precision: str) -> None:
+    """Half-precision torch weights are a GPU's: on a CPU the stage stops, naming the key,
+    rather than encode in fp32 under another name."""
+    with pytest.raises(ConfigError, match=rf"'encode.precision' is '{precision}'.*CUDA GPU"):
+        load_encoder(str(tiny_bi_encoder), "torch", precision)
 
 
 def test_stages_embed_documents_and_queries_with_the_backend(

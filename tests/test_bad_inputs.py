@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from harness import StageWorkspace, declared_outputs, tiny_params
 from harness import append_line as _append_line
 from harness import lines as _lines
@@ -229,6 +230,18 @@ def _param(section: str, key: str, value: Any, where: str, what: str) -> Setup:
     return setup
 
 
+def _mixed_precision_without_cuda(ws: Workspace) -> tuple[str, str]:
+    ws.raw()
+    ws.rows()
+    ws.params["train"]["precision"] = "bf16"
+    return "'train.precision' is 'bf16'", "this machine has none: set train.precision=fp32"
+
+
+def _mixed_precision_without_cuda_ddp(ws: Workspace) -> tuple[str, str]:
+    ws.params["train"]["devices"] = 2
+    return _mixed_precision_without_cuda(ws)
+
+
 def _bi_encoder_without_weights(ws: Workspace) -> tuple[str, str]:
     ws.raw()
     ws.rows()
@@ -382,6 +395,27 @@ CASES = [
             "'tracking.uri' embeds credentials (http://***@127.0.0.1:5001)",
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
         ),
+    ),
+    Bad(
+        "unknown-precision",
+        "train",
+        _param("train", "precision", "fp8", "'train.precision'", "'fp8'; expected one of"),
+    ),
+    Bad(
+        "batch-not-split-evenly-between-devices",
+        "train",
+        _param("train", "devices", 3, "'train.batch_size' (8)", "must be a multiple of it"),
+    ),
+    # Mixed precision needs CUDA: without it the stage stops rather than train in fp32 under
+    # a bf16 label (on a GPU machine the case does not apply).
+    *(
+        []
+        if torch.cuda.is_available()
+        else [
+            Bad("mixed-precision-without-cuda", "train", _mixed_precision_without_cuda),
+            # Refused once, before torchrun starts two processes to refuse it twice.
+            Bad("mixed-precision-without-cuda-ddp", "train", _mixed_precision_without_cuda_ddp),
+        ]
     ),
     Bad("bi-encoder-without-weights", "train", _bi_encoder_without_weights),
     Bad("cross-encoder-without-weights", "rerank", _cross_encoder_without_weights),

@@ -106,7 +106,12 @@ def test_wrong_type_names_the_key() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("loss.name", "nope"), ("index.type", "annoy"), ("evaluate.test", "wilcoxon")],
+    [
+        ("loss.name", "nope"),
+        ("index.type", "annoy"),
+        ("evaluate.test", "wilcoxon"),
+        ("train.precision", "fp8"),
+    ],
 )
 def test_bad_choice_fails(key: str, value: str) -> None:
     """A value outside a key's choices fails, naming the key and the bad value."""
@@ -130,6 +135,9 @@ def test_bad_choice_fails(key: str, value: str) -> None:
         # 39 sign flips cannot give a two-sided p below 2/40 = alpha: no verdict, ever.
         ({"evaluate": {"permutations": 39}}, "evaluate.permutations"),
         ({"sweep": {"seeds": [42, 43, 42]}}, "sweep.seeds"),
+        ({"train": {"devices": 0}}, "train.devices"),
+        # batch_size is the global batch: 2 processes cannot hold equal slices of 31 rows.
+        ({"train": {"devices": 2, "batch_size": 31}}, "train.batch_size"),
     ],
 )
 def test_out_of_range_fails(raw: dict, key: str) -> None:

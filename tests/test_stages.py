@@ -92,11 +92,13 @@ def test_prepare_output(pipeline: StageWorkspace, tiny_beir: Path) -> None:
 
 
 def test_train_output(pipeline: StageWorkspace) -> None:
-    """train saves a loadable model and a history with summary, loss and one-epoch dev curve."""
+    """train saves a loadable model and a history with summary, device, loss and one-epoch
+    dev curve."""
     model = load_bi_encoder(str(pipeline.path("data/model")))
     assert model.get_embedding_dimension() == 32
     history = _json(pipeline, "metrics/train.json")
-    assert set(history) == {"summary", "loss_curve", "dev_curve"}
+    assert set(history) == {"summary", "device", "loss_curve", "dev_curve"}
+    assert history["device"]["count"] == 1 and history["device"]["precision"] == "fp32"
     assert history["summary"]["epochs"] == 1
     assert len(history["loss_curve"]) >= 2
     assert [p["epoch"] for p in history["dev_curve"]] == [1.0]

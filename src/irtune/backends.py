@@ -168,6 +168,22 @@ def _openvino_runner(onnx_path: Path, precision: str):
     return run
 
 
+def _torch_half(model, precision: str):
+    """``model`` in half precision (``fp16`` or ``bf16``) on the GPU it loaded on.
+
+    Raises:
+        ConfigError: Without a CUDA GPU: half-precision torch on a CPU is slower than fp32,
+            and falling back to fp32 would record a run as what it was not.
+    """
+    if model.device.type != "cuda":
+        raise ConfigError(
+            f"'encode.precision' is {precision!r} on encode.backend='torch', half precision on "
+            "a CUDA GPU, but the model runs on the CPU: use fp32 (or onnx int8, openvino bf16)"
+        )
+    log.info("Encoding with torch in %s on %s", precision, torch.cuda.get_device_name(model.device))
+    return model.half() if precision == "fp16" else model.to(torch.bfloat16)
+
+
 def use_backend(model, backend: str, precision: str = "fp32"):
     """Run ``model``'s transformer on ``backend`` at ``precision``, in place.
 
@@ -185,7 +201,7 @@ def use_backend(model, backend: str, precision: str = "fp32"):
     """
     check_backend(backend, precision)
     if backend == "torch":
-        return model
+        return _torch_half(model, precision) if precision != "fp32" else model
     transformer = model[0]
     if not hasattr(transformer, "model") or not hasattr(transformer, "tokenizer"):
         raise ConfigError(

@@ -24,9 +24,10 @@ SCORE_FAMILY = ("cosent", "cosine")
 LOSSES = MNRL_FAMILY + SCORE_FAMILY
 
 #: Inference engines of the bi-encoder (``encode.backend``) and the precisions each offers
-#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's.
+#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's on a
+#: CPU; torch's fp16 and bf16 are half-precision weights on a CUDA GPU.
 ENCODE_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32",),
+    "torch": ("fp32", "fp16", "bf16"),
     "onnx": ("fp32", "int8"),
     "openvino": ("fp32", "bf16"),
 }
@@ -144,6 +145,12 @@ class TrainConfig:
     eval_dev: bool = True
     #: Checkpoint every this many steps so a killed run resumes its schedule; 0 = never.
     checkpoint_steps: int = 0
+    #: Training arithmetic: ``fp32``, or the trainer's mixed precision ``bf16`` / ``fp16``
+    #: (CUDA only: the train stage refuses them on a machine without a GPU).
+    precision: str = "fp32"
+    #: Data-parallel processes (DDP, one GPU each; gloo on CPU). ``batch_size`` is the
+    #: global batch: each process takes ``batch_size / devices`` rows of every batch.
+    devices: int = 1
 
 
 @dataclass
@@ -155,7 +162,8 @@ class EncodeConfig:
     #: Engine that embeds documents (encode) and queries (retrieve): ``torch``, ``onnx``
     #: (ONNX Runtime) or ``openvino``; the model is exported on load (see irtune.backends).
     backend: str = "torch"
-    #: ``fp32``; ``int8`` (onnx: dynamic quantization) or ``bf16`` (openvino).
+    #: ``fp32``; ``int8`` (onnx: dynamic quantization), ``bf16`` (openvino), or ``fp16`` /
+    #: ``bf16`` (torch, on a CUDA GPU only: the stage refuses them without one).
     precision: str = "fp32"
 
 
@@ -317,8 +325,12 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+#: ``train.precision``: the trainer's own mixed-precision modes, and full precision.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+
 _CHOICES = {
     "loss.name": LOSSES,
+    "train.precision": TRAIN_PRECISIONS,
     "index.type": ("flat", "hnsw", "ivf"),
     "prepare.negatives": ("none", "random", "mined"),
     "prepare.labels": ("graded", "cross_encoder"),
@@ -345,6 +357,7 @@ _NON_NEGATIVE = (
 )
 _POSITIVE = (
     "train.batch_size",
+    "train.devices",
     "train.lr",
     "train.max_seq_length",
     "train.logging_steps",
@@ -445,9 +458,14 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
     ):
         # The in-domain cross-encoder reranks at inference; it never teaches the bi-encoder.
         raise ConfigError(
-            f"{source}: 'prepare.label_model' is '' (= rerank.model, 'trained'): the trained "
-            "cross-encoder reranks only and never labels the bi-encoder's training pairs; "
-            "name a cross-encoder in 'prepare.label_model'"
+            f"{source}: 'prepare.label_model' (\"\" = rerank.model) names the trained "
+            "cross-encoder, which reranks only and never labels the bi-encoder's training "
+            "pairs: name another cross-encoder in 'prepare.label_model'"
+        )
+    if cfg.train.batch_size % cfg.train.devices:
+        raise ConfigError(
+            f"{source}: 'train.batch_size' ({cfg.train.batch_size}) is the global batch, split "
+            f"evenly over train.devices={cfg.train.devices} processes: it must be a multiple of it"
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
     _validate_retrieve(cfg, source)

@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 
 from irtune.beir import BeirDataset, doc_text
-from irtune.config import MNRL_FAMILY, Config
+from irtune.config import MNRL_FAMILY, SCORE_FAMILY, Config
 from irtune.dense import exact_search
 from irtune.errors import DataError
 from irtune.models import load_base_model, load_cross_encoder, prompts
@@ -92,6 +92,13 @@ def random_negatives(
 #: Candidates mined beyond ``num_negatives`` per pair, to replace those that turn out to be
 #: the query's known positives (NFCorpus queries have ~38; the miner knows only the sampled).
 _SPARE_NEGATIVES = 50
+
+
+def uses_models(cfg: Config) -> bool:
+    """Whether building the rows runs a model (mining, cross-encoder labels): the stage then
+    claims a device (:func:`irtune.devices.claim_devices`)."""
+    cross_encoder = cfg.loss.name in SCORE_FAMILY and cfg.prepare.labels == "cross_encoder"
+    return cfg.prepare.negatives == "mined" or cross_encoder
 
 
 def mined_negatives(pairs: list[Pair], dataset: BeirDataset, cfg: Config) -> list[list[str]]:

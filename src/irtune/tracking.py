@@ -245,7 +245,8 @@ def build_record(
             f"significance.{key}": str(significance[key])
             for key in ("test", "correction")
             if key in significance
-        },
+        }
+        | device_tags(train_history),
         # The headline: the final run's metrics (rerank; it passes retrieval through when
         # rerank.top_k is 0) under their bare names, so MLflow's compare view lists them first.
         "metrics": dict(metrics.get("rerank", {}))
@@ -268,6 +269,13 @@ def build_record(
         "histories": _histories(train_history),
         "artifacts": [str(p) for p in artifacts],
     }
+
+
+def device_tags(train_history: dict[str, Any]) -> dict[str, str]:
+    """What trained the model (``metrics/train.json``'s ``device``) as the tags
+    ``device.type``, ``device.name``, ``device.count``, ``device.precision`` and
+    ``device.claimed``: strings, which MLflow keeps as tags rather than metrics."""
+    return {f"device.{key}": str(value) for key, value in train_history.get("device", {}).items()}
 
 
 def _dev_origin(cfg: Config, data: dict[str, Any]) -> str:

@@ -23,7 +23,9 @@ from transformers import TrainerCallback
 
 from irtune.beir import BeirDataset, doc_text
 from irtune.config import MNRL_FAMILY, Config, flatten
+from irtune.devices import describe
 from irtune.errors import ConfigError
+from irtune.launch import is_main_process
 from irtune.models import load_base_model, prompts, save_model
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ class TrainResult:
     summary: dict[str, float] = field(default_factory=dict)
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     dev_curve: list[dict[str, float]] = field(default_factory=list)
+    #: What trained: ``type``, ``name``, ``count``, ``precision``, ``claimed``
+    #: (:func:`irtune.devices.describe`); strings, so MLflow tags rather than metrics.
+    device: dict[str, Any] = field(default_factory=dict)
     #: Seconds ``trainer.train()`` took (0 without training). Wall time varies from run to
     #: run, so it stays out of :meth:`history`, which must be identical for identical runs.
     loop_seconds: float = 0.0
@@ -44,6 +49,7 @@ class TrainResult:
         """The summary and the curves: the train stage's ``metrics/train.json``."""
         return {
             "summary": self.summary,
+            "device": self.device,
             "loss_curve": self.loss_curve,
             "dev_curve": self.dev_curve,
         }
@@ -63,24 +69,35 @@ def checkpoint_dir(root: Path, rows_path: Path, cfg: Config) -> Path:
 
 
 def build_loss(cfg: Config, model):
-    """The loss the ``loss`` config group names, wrapped around ``model``."""
+    """The loss the ``loss`` config group names, wrapped around ``model``.
+
+    With ``train.devices`` > 1 the in-batch losses gather every process' embeddings
+    (``gather_across_devices``): each anchor meets the whole global batch's negatives, as in
+    one process.
+    """
     from sentence_transformers.sentence_transformer import losses
 
     name = cfg.loss.name
+    # Only passed when gathering, so a single process builds the loss exactly as before.
+    gather = {"gather_across_devices": True} if cfg.train.devices > 1 else {}
     if name == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model, scale=cfg.loss.scale)
+        return losses.MultipleNegativesRankingLoss(model, scale=cfg.loss.scale, **gather)
     if name == "cached_mnrl":
         return losses.CachedMultipleNegativesRankingLoss(
-            model, scale=cfg.loss.scale, mini_batch_size=cfg.loss.mini_batch_size
+            model, scale=cfg.loss.scale, mini_batch_size=cfg.loss.mini_batch_size, **gather
         )
     if name in ("gist", "cached_gist"):
         # The guide (by default the untouched base model) masks in-batch negatives it finds
         # more similar to the anchor than the positive: NFCorpus' many shared positives.
         guide = load_base_model(cfg, cfg.loss.guide, max_seq_length=cfg.train.max_seq_length)
         if name == "gist":
-            return losses.GISTEmbedLoss(model, guide, temperature=cfg.loss.temperature)
+            return losses.GISTEmbedLoss(model, guide, temperature=cfg.loss.temperature, **gather)
         return losses.CachedGISTEmbedLoss(
-            model, guide, temperature=cfg.loss.temperature, mini_batch_size=cfg.loss.mini_batch_size
+            model,
+            guide,
+            temperature=cfg.loss.temperature,
+            mini_batch_size=cfg.loss.mini_batch_size,
+            **gather,
         )
     if name == "cosent":
         return losses.CoSENTLoss(model, scale=cfg.loss.scale)
@@ -165,13 +182,16 @@ def train(
     from sentence_transformers.base.sampler import BatchSamplers
 
     # 1. The base model, with the sequence length the whole experiment uses.
+    if cfg.train.epochs:
+        check_precision(cfg.train.precision)
     model = load_base_model(cfg, max_seq_length=cfg.train.max_seq_length)
-    result = TrainResult()
+    result = TrainResult(device=describe(cfg.train.precision, cfg.train.devices))
 
     # 2. Zero epochs: the base model itself, so zero-shot baselines run through the same DAG.
     if cfg.train.epochs == 0:
         log.info("train.epochs=0: passing the base model %s through", cfg.model.base)
-        save_model(model, out_dir)
+        if is_main_process():
+            save_model(model, out_dir)
         result.summary = {"epochs": 0, "steps": 0, "train_rows": 0}
         return result
 
@@ -204,7 +224,10 @@ def train(
         logging_first_step=True,
         report_to="none",  # MLflow logging happens once per pipeline run, in evaluate
         prompts=column_prompts(model, train_dataset.column_names),
-        dataloader_drop_last=False,
+        # Several processes hold equal slices of every batch: see data_parallel_arguments.
+        dataloader_drop_last=cfg.train.devices > 1,
+        **precision_arguments(cfg.train.precision),
+        **data_parallel_arguments(cfg.train.devices),
     )
 
     # 4. Train, evaluating on dev at each epoch end inside the one schedule.
@@ -214,27 +237,34 @@ def train(
         train_dataset=train_dataset,
         loss=loss,
         evaluator=dev_evaluator(dataset, cfg, model) if eval_dev else None,
-        callbacks=[TimeLeft()],
+        callbacks=[TimeLeft(), *([SamplerEpoch()] if cfg.train.devices > 1 else [])],
     )
     log.info(
-        "Training %s with %s on %d rows for %d epoch(s), batch %d",
+        "Training %s with %s on %d rows for %d epoch(s), batch %d, on %d %s process(es) in %s",
         cfg.model.base,
         cfg.loss.name,
         len(rows),
         cfg.train.epochs,
         cfg.train.batch_size,
+        cfg.train.devices,
+        result.device["type"],
+        cfg.train.precision,
     )
-    resume = last_checkpoint(work_dir) if cfg.train.checkpoint_steps else None
+    # Every process resumes from the same checkpoint; rank 0 alone removes torn ones.
+    resume = (
+        last_checkpoint(work_dir, tidy=is_main_process()) if cfg.train.checkpoint_steps else None
+    )
     if resume:
         log.info("Resuming the interrupted schedule from %s", resume)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
 
-    # 5. Save, then report what happened.
-    save_model(model, out_dir)
-    log.info("Saved the trained model to %s", out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
+    # 5. Save (one process: rank 0), then report what happened.
+    if is_main_process():
+        save_model(model, out_dir)
+        log.info("Saved the trained model to %s", out_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
     result.loop_seconds = seconds
     result.loss_curve, result.dev_curve = split_history(trainer.state.log_history)
     result.summary = {
@@ -249,6 +279,50 @@ def train(
         )
     log.info("Trained %d steps in %.1fs", trainer.state.global_step, seconds)
     return result
+
+
+def check_precision(precision: str) -> None:
+    """Refuse mixed precision on a machine without CUDA.
+
+    A silent fall-back to fp32 would record a run as ``bf16`` that was not: a sweep
+    comparing precisions would compare fp32 with itself. So the stage stops, saying so.
+
+    Raises:
+        ConfigError: If ``precision`` is ``bf16`` or ``fp16`` and torch sees no CUDA device.
+    """
+    import torch
+
+    if precision != "fp32" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"'train.precision' is {precision!r}, mixed precision on a CUDA GPU, but this "
+            "machine has none: set train.precision=fp32 to train on the CPU"
+        )
+
+
+def precision_arguments(precision: str) -> dict[str, bool]:
+    """The trainer's own mixed-precision switches for ``train.precision``; none for fp32,
+    so a full-precision run is built exactly as before."""
+    return {"bf16": True} if precision == "bf16" else {"fp16": True} if precision == "fp16" else {}
+
+
+def data_parallel_arguments(devices: int) -> dict[str, Any]:
+    """The trainer's arguments for ``devices`` data-parallel processes; none for one.
+
+    ``train.batch_size`` stays the *global* batch: the sampler draws whole batches of that
+    size (the no-duplicates sampler: no text twice in the global batch, which every process'
+    anchors see through the gathering losses) and Accelerate gives each process its slice
+    (``split_batches``), so steps, learning-rate schedule and loss are those of one process
+    with the same batch. Every process must hold an equal slice for the gather, so the last
+    incomplete batch of an epoch is dropped: an epoch is ``rows // batch_size`` steps.
+    """
+    if devices == 1:
+        return {}
+    import torch
+
+    if torch.cuda.is_available():
+        return {"accelerator_config": {"split_batches": True}, "ddp_backend": "nccl"}
+    # Accelerate takes several CPU processes for a distributed run only when told to use the CPU.
+    return {"accelerator_config": {"split_batches": True}, "ddp_backend": "gloo", "use_cpu": True}
 
 
 class TimeLeft(TrainerCallback):
@@ -278,6 +352,25 @@ class TimeLeft(TrainerCallback):
             )
 
 
+class SamplerEpoch(TrainerCallback):
+    """Gives the batch sampler its epoch at each epoch start, however deeply it is wrapped.
+
+    Under DDP Accelerate wraps the sampler in its shard, and a resumed epoch wraps that in
+    a skip sampler: transformers then sets the epoch on the shard's wrapper only, and the
+    sampler would draw the rest of a resumed epoch in the first epoch's order (its seed is
+    ``seed + epoch``). One process needs no help: this is added only with several.
+    """
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
+        sampler = getattr(train_dataloader, "batch_sampler", None)
+        while (inner := getattr(sampler, "batch_sampler", None)) is not None:
+            sampler = inner
+        if hasattr(sampler, "set_epoch"):
+            # state.epoch is the epochs done so far: a whole number at an epoch's start, and
+            # the resumed fraction (1.33: 1 epoch and a third done) when resuming inside one.
+            sampler.set_epoch(int(state.epoch or 0))
+
+
 def _duration(seconds: float) -> str:
     minutes = seconds / 60
     if minutes < 1:
@@ -285,11 +378,12 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def last_checkpoint(work_dir: Path) -> str | None:
+def last_checkpoint(work_dir: Path, tidy: bool = True) -> str | None:
     """The newest complete trainer checkpoint in ``work_dir``, if any.
 
     The trainer writes ``trainer_state.json`` last, so a folder without it was being saved
-    when the run was killed: it is removed, and the previous checkpoint is used.
+    when the run was killed: it is removed (``tidy``; one process of several does it), and
+    the previous checkpoint is used.
     """
     steps = sorted(
         (p for p in work_dir.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()),
@@ -299,6 +393,8 @@ def last_checkpoint(work_dir: Path) -> str | None:
     for checkpoint in steps:
         if (checkpoint / "trainer_state.json").is_file():
             return str(checkpoint)
+        if not tidy:
+            continue
         log.warning("Removing %s: the run was killed while saving it", checkpoint)
         shutil.rmtree(checkpoint, ignore_errors=True)
     return None
