@@ -157,7 +157,8 @@ exp-pull: $(STAMP) ## dvc exp pull: experiments EXP= (none: HEAD's) from GIT_REM
 	$(BIN)/dvc exp pull $(if $(REMOTE),-r $(REMOTE)) $(GIT_REMOTE) $(EXP)
 
 test: $(STAMP) ## Run the test suite, offline (all but the tests marked slow: CI's command)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" \
+	  -n 2 --dist loadfile
 
 test-all: $(STAMP) ## Run every test, the slow ones too
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

@@ -189,6 +189,7 @@ def _complete(checkpoint: Path) -> int:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # two more torchrun launches, 50-100 s; tests/test_resume.py covers one process
 def test_a_killed_two_process_run_resumes_its_schedule(
     runs: dict, tmp_path: Path, tiny_assets: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

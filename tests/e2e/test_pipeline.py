@@ -408,6 +408,7 @@ def _sweep_runs(repo: E2ERepo) -> tuple[list, list]:
     return [r for r in runs if r not in reports], reports
 
 
+@pytest.mark.slow  # a queued named sweep of several members, ~2 min; tests/test_sweep.py checks its definitions and report
 def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None:
     repo.require("queue")
     _tiny_sweep(repo)
@@ -528,6 +529,7 @@ def _ui_number(value: float) -> str:
     return str(int(rounded)) if rounded == int(rounded) else repr(rounded)
 
 
+@pytest.mark.slow  # needs the named sweep's runs
 def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_server, browser):
     repo.require("sweep")
     from selenium.webdriver.common.by import By
@@ -567,6 +569,7 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(repo: E2ERepo, mlflow_serve
         )
 
 
+@pytest.mark.slow  # three pipeline runs, ~90 s; tests/test_regress.py checks the comparison
 def test_regress_checks_a_results_file_on_the_tiny_fixture(repo: E2ERepo) -> None:
     """`make regress` on a results file of the tiny dataset: it runs a row that has no
     experiment yet and prints what it measured; with that measurement (read back through
