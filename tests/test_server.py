@@ -198,7 +198,7 @@ def test_a_record_lands_on_the_server_and_reads_back(
     assert listed == ["eval.json", "train.json"]
     fetched = Path(client.download_artifacts(run_id, "eval.json", str(workspace / "dl")))
     assert fetched.read_bytes() == (workspace / "metrics" / "eval.json").read_bytes()
-    stored = list((team_server.dir / "artifacts").rglob("eval.json"))
+    stored = [p for p in (team_server.dir / "artifacts").rglob("eval.json") if run_id in p.parts]
     assert [p.read_bytes() for p in stored] == [fetched.read_bytes()], stored
     mlflow.set_tracking_uri(team_server.url)
     try:

@@ -486,7 +486,8 @@ ALLOWED_FLAGS = {
     "load_encoder": {"cfg.model.trust_remote_code"},
     "SentenceTransformer": {"trust_remote_code"},
     "load_cross_encoder": {"cfg.rerank.trust_remote_code"},
-    "CrossEncoder": {"trust_remote_code"},
+    # The in-domain cross-encoder starts from model.base (src/irtune/reranker.py).
+    "CrossEncoder": {"trust_remote_code", "cfg.model.trust_remote_code"},
 }
 
 

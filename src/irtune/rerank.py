@@ -159,7 +159,9 @@ def rerank_run(
     if dataset is None:
         raise ValueError("reranking needs the dataset's queries and documents")
     source = trained_cross_encoder(trained) if rc.model == TRAINED else rc.model
-    model = load_cross_encoder(source, rc.max_length, trust_remote_code=rc.trust_remote_code)
+    model = load_cross_encoder(
+        source, rc.max_length, trust_remote_code=cfg.rerank.trust_remote_code
+    )
     choices: dict[str, Any] = {"top_k": rc.top_k, "fusion": rc.fusion}
     dev_qrels = dataset.qrels.get(cfg.dataset.dev, {}) if cfg.dataset.dev else {}
     if dev_run and dev_qrels:

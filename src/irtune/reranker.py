@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 def wanted(cfg: Config) -> str:
     """Why the stage trains nothing ("" when it trains)."""
-    if cfg.rerank.top_k == 0:
-        return "rerank.top_k is 0: nothing is reranked"
     if cfg.rerank.model != TRAINED:
         return f"rerank.model is {cfg.rerank.model!r}, not {TRAINED!r}"
     if cfg.reranker.epochs == 0:

@@ -408,7 +408,8 @@ def _sweep_runs(repo: E2ERepo) -> tuple[list, list]:
     return [r for r in runs if r not in reports], reports
 
 
-@pytest.mark.slow  # a queued named sweep of several members, ~2 min; tests/test_sweep.py checks its definitions and report
+# A queued named sweep of several members, ~2 min; tests/test_sweep.py checks its report.
+@pytest.mark.slow
 def test_named_sweep_survives_a_failed_member_and_reports(repo: E2ERepo) -> None:
     repo.require("queue")
     _tiny_sweep(repo)

@@ -153,7 +153,8 @@ def collect(name: str, sweep_id: str, cfg: Config, axes: list[str]) -> tuple[str
             f"experiment '{cfg.tracking.experiment}' of {uri}"
         )
     if not sweep_id:  # the latest invocation
-        sweep_id = max(runs, key=lambda r: r.info.start_time).data.tags["sweep_id"]
+        latest = max(runs, key=lambda r: (r.info.start_time, r.info.end_time or 0))
+        sweep_id = latest.data.tags["sweep_id"]
         runs = [r for r in runs if r.data.tags.get("sweep_id") == sweep_id]
     runs.sort(key=lambda r: (r.info.start_time, r.info.run_name))
 
