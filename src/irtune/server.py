@@ -45,6 +45,7 @@ from pathlib import Path
 
 from irtune.errors import IrtuneError
 from irtune.pipeline import repo_root
+from irtune.workspace import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -365,13 +366,7 @@ def _is_server(pid: int) -> bool:
         except OSError:
             return False
         return any(a.endswith(b"mlflow") for a in argv) and b"server" in argv
-    try:  # no /proc: whether it lives at all
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)  # no /proc: whether it lives at all
 
 
 def _state(settings: Settings) -> dict | None:
