@@ -69,7 +69,7 @@ NEEDS = {
     "encode": ("corpus_text", "embeddings"),
     "index": ("embeddings", "index"),
     "retrieve": ("corpus_text", "index"),
-    "train_reranker": (),  # a note unless rerank.model is "trained"
+    "train_reranker": ("corpus_text",),  # when rerank.model is "trained"; else a note
     "rerank": ("retrieve_run",),
     "baseline": ("corpus_text", "embeddings"),
     "evaluate": ("runs",),
