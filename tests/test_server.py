@@ -200,11 +200,8 @@ def test_a_record_lands_on_the_server_and_reads_back(
     assert fetched.read_bytes() == (workspace / "metrics" / "eval.json").read_bytes()
     stored = [p for p in (team_server.dir / "artifacts").rglob("eval.json") if run_id in p.parts]
     assert [p.read_bytes() for p in stored] == [fetched.read_bytes()], stored
-    mlflow.set_tracking_uri(team_server.url)
-    try:
+    with tracking.fluent_store(team_server.url):
         model = mlflow.sentence_transformers.load_model(run.data.tags[tracking.MODEL_URI_TAG])
-    finally:
-        mlflow.set_tracking_uri(None)
     texts = ["statins and muscle pain"]
     expected = load_bi_encoder(str(tiny_bi_encoder)).encode(texts)
     assert numpy.array_equal(model.encode(texts), expected)

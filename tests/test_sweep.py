@@ -165,9 +165,6 @@ def _runs_by_kind(experiment: str) -> dict[str, list]:
     return out
 
 
-# Pass alone; in the whole suite on an xdist worker another file's MLflow state breaks
-# them (known gap, see the stop's note).
-@pytest.mark.slow
 def test_report_ranks_recipes_and_tests_them_against_the_baseline_recipe(root: Path) -> None:
     """A sweep of one seed per member: each member is a recipe; the report ranks them, tests
     them against the baseline member, and says that one seed could not show agreement."""
@@ -243,9 +240,6 @@ def test_report_ranks_recipes_and_tests_them_against_the_baseline_recipe(root: P
     assert best.data.metrics["vs_baseline.ndcg_at_10_p_adjusted"] == top["p_adjusted"]
 
 
-# Pass alone; in the whole suite on an xdist worker another file's MLflow state breaks
-# them (known gap, see the stop's note).
-@pytest.mark.slow
 def test_report_groups_seeds_into_recipes_and_a_lucky_seed_wins_nothing(root: Path) -> None:
     """Three recipes x three training seeds, logged through the evaluate stage's logging.
     `lucky`: one seed gains 0.09 on every query, two lose 0.01, so its mean over seeds is

@@ -384,11 +384,8 @@ def test_the_trained_model_is_logged_registered_and_loads_back(
     assert version.tags["sweep"] == "losses"
     assert version.tags["metric.ndcg_at_10"] == f"{run.data.metrics['ndcg_at_10']:.4f}"
 
-    mlflow.set_tracking_uri(store)
-    try:
+    with tracking.fluent_store(store):
         loaded = mlflow.sentence_transformers.load_model("models:/irtune-tiny/1")
-    finally:
-        mlflow.set_tracking_uri(None)
     texts = ["vitamin d and bone density", "a query about statins"]
     expected = load_bi_encoder(str(root / "data" / "model")).encode(texts)
     assert numpy.array_equal(loaded.encode(texts), expected)
@@ -591,3 +588,17 @@ def test_no_secret_reaches_the_team_server(
     }
     leaks = [(where, s) for where, text in logged.items() for s in secrets if s in text]
     assert not leaks, f"secret values leaked: {leaks}"
+
+
+def test_logging_a_model_leaves_no_store_behind(
+    repo: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Logging the model goes through MLflow's fluent API, whose set_tracking_uri also writes
+    $MLFLOW_TRACKING_URI: afterwards the variable is as before (unset), so a later run in the
+    same process still goes to its own store."""
+    root, params = repo
+    params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'store.db'}"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    _evaluate(root, params)
+    assert len(_runs(params["tracking"]["uri"])) == 1
+    assert "MLFLOW_TRACKING_URI" not in os.environ, os.environ["MLFLOW_TRACKING_URI"]

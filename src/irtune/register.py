@@ -25,7 +25,7 @@ from typing import Any
 
 from irtune.config import load_config
 from irtune.errors import IrtuneError
-from irtune.tracking import MODEL_URI_TAG, tracking_uri
+from irtune.tracking import MODEL_URI_TAG, fluent_store, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,8 @@ def register(client, run, name: str = "") -> Any:
     version_tags |= {
         f"metric.{m}": f"{run.data.metrics[m]:.4f}" for m in METRICS if m in run.data.metrics
     }
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
+    with fluent_store(client.tracking_uri):
         version = mlflow.register_model(tags[MODEL_URI_TAG], name, tags=version_tags)
-    finally:
-        mlflow.set_tracking_uri(previous)
     ndcg = run.data.metrics.get("ndcg_at_10")
     client.update_model_version(
         name,

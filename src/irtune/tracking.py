@@ -18,6 +18,8 @@ import subprocess
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -486,13 +488,24 @@ def _log_model(run_id: str, uri: str, path: str, trust_remote_code: bool) -> str
         f"transformers=={transformers.__version__}",
         f"torch=={torch.__version__.split('+')[0]}",
     ]
-    previous = mlflow.get_tracking_uri()
+    with fluent_store(uri), mlflow.start_run(run_id=run_id):
+        info = mlflow.sentence_transformers.log_model(
+            model, name=MODEL_NAME, pip_requirements=requirements
+        )
+    return info.model_uri
+
+
+@contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``register_model``...) at ``uri`` for
+    the block, then restore exactly what was set before. ``mlflow.set_tracking_uri`` also
+    writes ``$MLFLOW_TRACKING_URI``, which :func:`tracking_uri` reads: restoring it from
+    ``get_tracking_uri()`` would leave MLflow's default store there for every later run."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.sentence_transformers.log_model(
-                model, name=MODEL_NAME, pip_requirements=requirements
-            )
+        yield
     finally:
-        mlflow.set_tracking_uri(previous)
-    return info.model_uri
+        mlflow.set_tracking_uri(before)  # None unsets the variable
