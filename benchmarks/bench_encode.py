@@ -68,7 +68,7 @@ def bench_encode(
 
     # 1. The same model, twice: plainly, and through irtune's loader and encode function.
     #    Interleaved, so a change of background load hits both; the best of each is kept.
-    plain = SentenceTransformer(model_path, device="cpu")
+    plain = SentenceTransformer(model_path)  # the device irtune's loader picks too
     plain.max_seq_length = max_seq_length
     ours = load_encoder(model_path, "torch", "fp32", max_seq_length=max_seq_length)
     for model in (plain, ours):  # warm-up: first-call allocations are not throughput

@@ -31,6 +31,12 @@ def _bench():
     return module
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _positive(value: float) -> bool:
     return isinstance(value, float | int) and math.isfinite(value) and value > 0
 
@@ -42,12 +48,17 @@ def _load(entry: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_bi_encoder: Path):
+def quick(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_beir: Path,
+    tiny_bi_encoder: Path,
+    tiny_cross_encoder: Path,
+):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     argv = [
-        *("--quick", "--only", "encode,train,index", "--out", str(out)),
+        *("--quick", "--only", "encode,train,rerank,gpu,index", "--out", str(out)),
         *("--data", str(tiny_beir), "--model", str(tiny_bi_encoder)),
-        *("--index-sizes", "1000,3000"),
+        *("--reranker", str(tiny_cross_encoder), "--index-sizes", "1000,3000"),
     ]
     returned = _bench().main(argv)
     written = json.loads(out.read_text(encoding="utf-8"))
@@ -58,7 +69,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory, tiny_beir: Path, tiny_bi_enc
 def test_report_names_the_machine(quick: dict) -> None:
     assert quick["quick"] is True
     assert quick["machine"]["cpu_count"] >= 1
-    assert set(quick["sections"]) == {"encode", "train", "index"}
+    assert set(quick["sections"]) == {"encode", "train", "rerank", "gpu", "index"}
 
 
 def test_encode_section(quick: dict) -> None:
@@ -99,6 +110,47 @@ def test_train_section(quick: dict) -> None:
         assert len(train["runs"][name]) == train["repeats"], train["runs"]
         for run in train["runs"][name]:
             assert _positive(run["loop_s"]) and _positive(run["total_s"]), (name, run)
+
+
+def test_rerank_section(quick: dict) -> None:
+    rerank = quick["sections"]["rerank"]
+    _load(rerank)
+    assert rerank["pairs"] > 0 and rerank["depth"] == 5
+    assert 0.0 <= rerank["first_stage_ndcg_at_10"] <= 1.0
+    comparison = rerank["irtune_vs_plain"]
+    assert _positive(comparison["plain_best_pairs_per_s"])
+    assert _positive(comparison["ratio_irtune_over_plain"])
+    # The same model and pairs: irtune's path must score exactly what the plain call does.
+    assert comparison["max_abs_diff"] < 1e-5
+    assert set(rerank["backends"]) == {
+        "torch-fp32",
+        "onnx-fp32",
+        "onnx-int8",
+        "openvino-fp32",
+        "openvino-bf16",
+    }
+    for key, result in rerank["backends"].items():
+        assert "error" not in result, (key, result)
+        assert _positive(result["pairs_per_s"]), (key, result)
+        assert 0.0 <= result["ndcg_at_10"] <= 1.0, (key, result)
+        assert 0.0 <= result["max_abs_score_diff_vs_torch"] < 0.1, (key, result)
+    assert rerank["backends"]["torch-fp32"]["max_abs_score_diff_vs_torch"] == 0.0
+    assert rerank["backends"]["onnx-fp32"]["max_abs_score_diff_vs_torch"] < 1e-4
+
+
+def test_rerank_section_skips_without_a_cross_encoder(tmp_path: Path, tiny_beir: Path) -> None:
+    report = _bench().main(
+        ["--quick", "--only", "rerank", "--data", str(tiny_beir), "--out", str(tmp_path / "r")]
+    )
+    assert "no cross-encoder given" in report["sections"]["rerank"]["skipped"]
+
+
+@pytest.mark.skipif(torch_cuda(), reason="checks the section's skip on a machine without a GPU")
+def test_gpu_section_says_why_it_skipped(quick: dict) -> None:
+    gpu = quick["sections"]["gpu"]
+    _load(gpu)
+    assert gpu["skipped"].startswith("no CUDA GPU"), gpu
+    assert set(gpu) == {"skipped", "load_before", "load_after", "wall_s"}, gpu
 
 
 def test_index_section(quick: dict) -> None:
@@ -201,7 +253,7 @@ def test_synthetic_dataset_is_seeded(tmp_path: Path) -> None:
 
 def test_unknown_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown section"):
-        _bench().main(["--only", "encode,gpu", "--out", str(tmp_path / "x.json")])
+        _bench().main(["--only", "encode,tpu", "--out", str(tmp_path / "x.json")])
 
 
 def test_one_module_per_section() -> None:

@@ -171,3 +171,37 @@ def test_without_a_dev_run_it_reranks_and_says_so(
     alone = rerank(model, first, dataset.queries, dataset.corpus, 5, batch_size=32)
     for qid in first:
         assert [d for d, _ in ranked(result.run[qid])] == [d for d, _ in ranked(alone[qid])]
+
+
+def test_one_choice_is_not_chosen_on_dev(
+    tiny_beir: Path, tiny_cross_encoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grids holding one depth (top_k) and one weight (1: pure reranking) leave nothing to
+    choose: the dev queries are not scored (the cost of a rerank row measured alone), no dev
+    figures are recorded, and the test run is the pure reranking of the top_k."""
+    from irtune import rerank as rerank_module
+    from irtune.config import Config
+
+    dataset = read_beir(tiny_beir, ["test", "dev"])
+    cfg = Config()
+    cfg.rerank.model = str(tiny_cross_encoder)
+    cfg.rerank.max_length = MAX_LENGTH
+    cfg.rerank.top_k = 6
+    cfg.rerank.fusion_weights = [1.0]
+    cfg.rerank.depths = [6, 20]  # 20 > top_k: left out, so top_k is the only depth
+    dev, test = _perfect_run(dataset, "dev"), _perfect_run(dataset, "test")
+    scored: list[set[str]] = []
+    real = rerank_module.rerank
+
+    def spy(model, run, *args, **kwargs):
+        scored.append(set(run))
+        return real(model, run, *args, **kwargs)
+
+    monkeypatch.setattr(rerank_module, "rerank", spy)
+    result = rerank_module.rerank_run(test, dataset, cfg, dev)
+    assert scored == [set(test)], "the dev queries were scored"
+    assert result.choices == {"top_k": 6, "fusion": "wsum", "depth": 6, "ce_weight": 1.0}
+    model = load_cross_encoder(str(tiny_cross_encoder), MAX_LENGTH)
+    alone = real(model, test, dataset.queries, dataset.corpus, 6, batch_size=32)
+    for qid in test:
+        assert [d for d, _ in ranked(result.run[qid])] == [d for d, _ in ranked(alone[qid])]

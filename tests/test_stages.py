@@ -192,7 +192,8 @@ def test_plot_data(pipeline: StageWorkspace) -> None:
 
 def test_significance(pipeline: StageWorkspace) -> None:
     """metrics/significance.json compares both runs with the zero-shot baseline per metric,
-    and its 'value' and 'baseline' agree with eval.json and the baseline run's own score."""
+    and the reranked run with the first stage it reranked; 'value' and 'baseline' agree with
+    eval.json and the baseline run's own score."""
     from irtune.beir import find_file, read_qrels
     from irtune.evaluate import evaluate_run
 
@@ -201,7 +202,7 @@ def test_significance(pipeline: StageWorkspace) -> None:
     ev = pipeline.params["evaluate"]
     method = {"alpha", "test", "permutations", "correction", "confidence"}
     method |= {"bootstrap_resamples", "resample_seed"}
-    assert set(sig) == {"baseline", "retrieve", "rerank"} | method
+    assert set(sig) == {"baseline", "retrieve", "rerank", "rerank_vs_first_stage"} | method
     assert (sig["alpha"], sig["test"], sig["correction"]) == (ev["alpha"], ev["test"], "none")
     qrels = read_qrels(find_file(pipeline.path("data/raw/${dataset.name}") / "qrels", "test.tsv"))
     base_means, _ = evaluate_run(
@@ -217,6 +218,13 @@ def test_significance(pipeline: StageWorkspace) -> None:
             assert result["value"] == pytest.approx(metrics[run][metric], abs=1e-6)
             assert result["baseline"] == pytest.approx(base_means[metric], abs=1e-6)
             assert result["delta"] == pytest.approx(result["value"] - result["baseline"], abs=2e-6)
+    # Reranking against its own first stage: the same statistics, the retrieve run as baseline.
+    assert set(sig["rerank_vs_first_stage"]) == METRICS
+    for metric, result in sig["rerank_vs_first_stage"].items():
+        assert result["value"] == pytest.approx(metrics["rerank"][metric], abs=1e-6)
+        assert result["baseline"] == pytest.approx(metrics["retrieve"][metric], abs=1e-6)
+        assert result["ci_low"] <= result["delta"] <= result["ci_high"]
+        assert result["verdict"] in ("better", "worse", "no significant difference")
 
 
 def test_mlflow_run(pipeline: StageWorkspace, tiny_bi_encoder: Path) -> None:

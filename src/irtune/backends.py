@@ -1,8 +1,9 @@
-"""Faster CPU inference for the bi-encoder: ONNX Runtime or OpenVINO behind Sentence Transformers.
+"""Faster inference: ONNX Runtime or OpenVINO behind Sentence Transformers, half precision on a GPU.
 
-``encode.backend`` picks the engine that runs the transformer (``torch``, ``onnx`` or
-``openvino``) and ``encode.precision`` its arithmetic (``fp32``; ``int8`` dynamic quantization
-with ONNX Runtime; ``bf16`` with OpenVINO on a CPU that has bfloat16 instructions).
+``encode.backend`` (the bi-encoder) and ``rerank.backend`` (the cross-encoder) pick the engine
+that runs the transformer (``torch``, ``onnx`` or ``openvino``) and ``*.precision`` its
+arithmetic (``fp32``; ``int8`` dynamic quantization with ONNX Runtime; ``bf16`` with OpenVINO
+on a CPU that has bfloat16 instructions; ``fp16`` or ``bf16`` with torch on a CUDA GPU).
 
 Sentence Transformers' own ``backend="onnx"``/``"openvino"`` loaders need ``optimum-onnx`` or
 ``optimum-intel``, and no release of either accepts transformers 5.x (they pin
@@ -11,8 +12,10 @@ Sentence Transformers' own ``backend="onnx"``/``"openvino"`` loaders need ``opti
 to ONNX in a temporary folder (a second or two for MiniLM; nothing is written next to the
 model, so DVC outputs stay as they were) and replaced by a module that runs the exported
 graph. Tokenization, length-sorted batching, pooling and normalisation stay Sentence
-Transformers' own, so ``model.encode`` is unchanged for every caller: documents (encode stage)
-and queries (retrieve stage) go through the same engine.
+Transformers' own, so ``model.encode`` and ``model.predict`` are unchanged for every caller:
+documents (encode stage) and queries (retrieve stage) go through the same engine, and the
+cross-encoder's graph ends at its logits, which ``predict`` turns into sigmoid scores as
+before.
 """
 
 from __future__ import annotations
@@ -42,33 +45,39 @@ class _ExportWrapper(torch.nn.Module):
     """The transformer as a function of positional tensors, for the TorchScript exporter
     (which cannot pass keyword arguments through transformers' forward decorators)."""
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str]):
+    def __init__(self, model: torch.nn.Module, input_names: list[str], output_name: str):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.output_name = output_name
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs, strict=True))).last_hidden_state
+        output = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        return output[self.output_name]
 
 
 class RuntimeTransformer(torch.nn.Module):
     """Stands in for the Hugging Face model inside Sentence Transformers' ``Transformer`` module.
 
-    It holds no parameters; ``forward`` feeds the tokenized batch to the runtime and returns the
-    token embeddings as ``last_hidden_state``, which is all the pooling layer reads.
+    It holds no parameters; ``forward`` feeds the tokenized batch to the runtime and returns
+    the one output the module reads: the token embeddings as ``last_hidden_state`` (a
+    bi-encoder's pooling takes them) or a cross-encoder's ``logits``.
     """
 
-    def __init__(self, run, config, input_names: list[str], backend: str, precision: str):
+    def __init__(
+        self, run, config, input_names: list[str], output_name: str, backend: str, precision: str
+    ):
         super().__init__()
         self._run = run
         self.config = config
         self.input_names = input_names
+        self.output_name = output_name
         self.backend = backend
         self.precision = precision
 
     def forward(self, **features: Any) -> dict[str, torch.Tensor]:
         feed = {name: features[name].cpu().numpy().astype(np.int64) for name in self.input_names}
-        return {"last_hidden_state": torch.from_numpy(self._run(feed))}
+        return {self.output_name: torch.from_numpy(self._run(feed))}
 
 
 def _input_names(transformer) -> list[str]:
@@ -84,31 +93,50 @@ def _input_names(transformer) -> list[str]:
     ]
 
 
-def export_onnx(transformer, path: Path) -> list[str]:
+def _output_name(transformer) -> str:
+    # What the module reads off the model's output for text: ``last_hidden_state`` for a
+    # bi-encoder, ``logits`` for a cross-encoder (Sentence Transformers 6's modality config).
+    config = getattr(transformer, "modality_config", {}).get("text", {})
+    name = config.get("method_output_name", "last_hidden_state")
+    if config.get("method", "forward") != "forward" or not isinstance(name, str):
+        raise ConfigError(
+            f"the model reads {name!r} off its transformer's {config.get('method')!r}: only a "
+            "plain forward's last_hidden_state or logits can run on onnx or openvino"
+        )
+    return name
+
+
+def export_onnx(transformer, path: Path) -> tuple[list[str], str]:
     """Export a Sentence Transformers ``Transformer`` module's model to ONNX at ``path``.
 
-    Batch and sequence axes are dynamic. Returns the graph's input names, in order.
+    Batch and sequence axes are dynamic.
+
+    Returns:
+        The graph's input names, in order, and its one output's name (``last_hidden_state``
+        or ``logits``).
     """
     names = _input_names(transformer)
+    output = _output_name(transformer)
     hf_model = transformer.model.eval()
     example = torch.ones(2, 8, dtype=torch.long)
     inputs = tuple(example if n != "token_type_ids" else torch.zeros_like(example) for n in names)
-    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
     # The tracer warns about Python branches on shapes (padding checks); the axes that vary
     # are declared dynamic below, and the tests compare the export with torch.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _ExportWrapper(hf_model, names),
+            _ExportWrapper(hf_model, names, output),
             inputs,
             str(path),
             input_names=names,
-            output_names=["last_hidden_state"],
+            output_names=[output],
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter: no onnxscript dependency, and deterministic
         )
-    return names
+    return names, output
 
 
 def _onnx_runner(onnx_path: Path, precision: str, tmp: Path):
@@ -168,7 +196,7 @@ def _openvino_runner(onnx_path: Path, precision: str):
     return run
 
 
-def _torch_half(model, precision: str):
+def _torch_half(model, precision: str, section: str):
     """``model`` in half precision (``fp16`` or ``bf16``) on the GPU it loaded on.
 
     Raises:
@@ -177,20 +205,24 @@ def _torch_half(model, precision: str):
     """
     if model.device.type != "cuda":
         raise ConfigError(
-            f"'encode.precision' is {precision!r} on encode.backend='torch', half precision on "
-            "a CUDA GPU, but the model runs on the CPU: use fp32 (or onnx int8, openvino bf16)"
+            f"'{section}.precision' is {precision!r} on {section}.backend='torch', half "
+            "precision on a CUDA GPU, but the model runs on the CPU: use fp32 (or onnx int8, "
+            "openvino bf16)"
         )
-    log.info("Encoding with torch in %s on %s", precision, torch.cuda.get_device_name(model.device))
+    log.info("Running torch in %s on %s", precision, torch.cuda.get_device_name(model.device))
     return model.half() if precision == "fp16" else model.to(torch.bfloat16)
 
 
-def use_backend(model, backend: str, precision: str = "fp32"):
+def use_backend(model, backend: str, precision: str = "fp32", section: str = "encode"):
     """Run ``model``'s transformer on ``backend`` at ``precision``, in place.
 
     Args:
-        model: A SentenceTransformer whose first module is a Hugging Face ``Transformer``.
+        model: A SentenceTransformer or CrossEncoder whose first module is a Hugging Face
+            ``Transformer``.
         backend: ``torch`` (unchanged), ``onnx`` or ``openvino``.
         precision: One of :data:`irtune.config.ENCODE_PRECISIONS` ``[backend]``.
+        section: The config section the two come from (``encode`` or ``rerank``), for
+            messages.
 
     Returns:
         ``model``, for chaining.
@@ -199,27 +231,28 @@ def use_backend(model, backend: str, precision: str = "fp32"):
         ConfigError: On an unsupported backend/precision pair, or a model whose first
             module is not a Hugging Face transformer.
     """
-    check_backend(backend, precision)
+    check_backend(backend, precision, section=section)
     if backend == "torch":
-        return _torch_half(model, precision) if precision != "fp32" else model
+        return _torch_half(model, precision, section) if precision != "fp32" else model
     transformer = model[0]
     if not hasattr(transformer, "model") or not hasattr(transformer, "tokenizer"):
         raise ConfigError(
-            f"encode.backend={backend}: the model's first module is a "
+            f"{section}.backend={backend}: the model's first module is a "
             f"{type(transformer).__name__}, not a Hugging Face transformer"
         )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="irtune-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        names = export_onnx(transformer, onnx_path)
+        names, output = export_onnx(transformer, onnx_path)
         if backend == "onnx":
             run = _onnx_runner(onnx_path, precision, Path(tmp))
         else:
             run = _openvino_runner(onnx_path, precision)
     config = transformer.model.config
-    transformer.model = RuntimeTransformer(run, config, names, backend, precision)
+    transformer.model = RuntimeTransformer(run, config, names, output, backend, precision)
     log.info(
-        "Encoding with %s (%s) on %d CPU threads; export took %.1fs",
+        "%s on %s (%s), %d CPU threads; export took %.1fs",
+        type(model).__name__,
         backend,
         precision,
         os.cpu_count() or 1,

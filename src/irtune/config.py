@@ -23,8 +23,9 @@ MNRL_FAMILY = ("mnrl", "cached_mnrl", "gist", "cached_gist")
 SCORE_FAMILY = ("cosent", "cosine")
 LOSSES = MNRL_FAMILY + SCORE_FAMILY
 
-#: Inference engines of the bi-encoder (``encode.backend``) and the precisions each offers
-#: (``encode.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's on a
+#: Inference engines of the bi-encoder (``encode.backend``) and the cross-encoder
+#: (``rerank.backend``), and the precisions each offers (``encode.precision``,
+#: ``rerank.precision``): int8 is ONNX Runtime's dynamic quantization, bf16 OpenVINO's on a
 #: CPU; torch's fp16 and bf16 are half-precision weights on a CUDA GPU.
 ENCODE_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "fp16", "bf16"),
@@ -214,6 +215,11 @@ class RerankConfig:
     batch_size: int = 32
     max_length: int = 512
     trust_remote_code: bool = False
+    #: The engine that runs the cross-encoder and its arithmetic, as ``encode.backend`` /
+    #: ``encode.precision`` for the bi-encoder: ``torch`` (fp32; fp16 or bf16 on a CUDA
+    #: GPU), ``onnx`` (fp32 or int8) or ``openvino`` (fp32 or bf16).
+    backend: str = "torch"
+    precision: str = "fp32"
     #: How the cross-encoder's score meets the first stage's, chosen on dev like
     #: ``retrieve.fusion``: ``wsum`` (the cross-encoder's weight from ``fusion_weights``;
     #: 1 = pure reranking, 0 = the first stage's order) or ``rrf`` (``k`` from ``rrf_ks``).
@@ -468,6 +474,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Config:
             f"evenly over train.devices={cfg.train.devices} processes: it must be a multiple of it"
         )
     check_backend(cfg.encode.backend, cfg.encode.precision, source)
+    check_backend(cfg.rerank.backend, cfg.rerank.precision, source, section="rerank")
     _validate_retrieve(cfg, source)
     _validate_rerank(cfg, source)
     _validate_significance(cfg, source)
@@ -497,24 +504,33 @@ def check_tracking_uri(uri: str, where: str) -> None:
     )
 
 
-def check_backend(backend: str, precision: str, source: str = "params") -> None:
+def check_backend(
+    backend: str, precision: str, source: str = "params", section: str = "encode"
+) -> None:
     """Fail, naming the key, unless ``backend``/``precision`` is a pair :data:`ENCODE_PRECISIONS`
     offers.
+
+    Args:
+        backend: The engine.
+        precision: Its arithmetic.
+        source: What holds the values, for the message.
+        section: Whose keys they are: ``encode`` (the bi-encoder) or ``rerank``.
 
     Raises:
         ConfigError: On an unknown backend, or a precision the backend does not offer.
     """
     if backend not in ENCODE_PRECISIONS:
         raise ConfigError(
-            f"{source}: 'encode.backend' is {backend!r}; expected one of {list(ENCODE_PRECISIONS)}"
+            f"{source}: '{section}.backend' is {backend!r}; "
+            f"expected one of {list(ENCODE_PRECISIONS)}"
         )
     allowed = ENCODE_PRECISIONS[backend]
     if precision not in allowed:
         owners = [b for b, p in ENCODE_PRECISIONS.items() if precision in p]
-        hint = f" ({precision} needs encode.backend={' or '.join(owners)})" if owners else ""
+        hint = f" ({precision} needs {section}.backend={' or '.join(owners)})" if owners else ""
         raise ConfigError(
-            f"{source}: 'encode.precision' is {precision!r}, which encode.backend={backend!r} "
-            f"does not offer; expected one of {list(allowed)}{hint}"
+            f"{source}: '{section}.precision' is {precision!r}, which "
+            f"{section}.backend={backend!r} does not offer; expected one of {list(allowed)}{hint}"
         )
 
 

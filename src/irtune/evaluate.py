@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: The zero-shot baseline's per-query scores, beside the runs' in ``per_query.json``.
 ZERO_SHOT = "zero_shot"
+#: ``metrics/significance.json``'s entry for the reranked run tested against the first stage
+#: it reranked (when ``rerank.top_k`` > 0): whether reranking earned its cost.
+RERANK_VS_FIRST_STAGE = "rerank_vs_first_stage"
 
 
 def evaluate_run(qrels: Qrels, run: Run, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
@@ -126,7 +129,8 @@ class Evaluation:
 def evaluate_runs(
     qrels: Qrels, runs: dict[str, Run], baseline: Run | None, cfg: Config
 ) -> Evaluation:
-    """Score every run on ``qrels`` and compare each with the zero-shot ``baseline``.
+    """Score every run on ``qrels`` and compare each with the zero-shot ``baseline``; and
+    the reranked run with the first stage it reranked.
 
     A significant regression is logged as a warning, as loudly as a gain is reported. The
     baseline's per-query scores are kept (``per_query["zero_shot"]``), so a sweep's report
@@ -135,38 +139,49 @@ def evaluate_runs(
     Args:
         qrels: The test judgements.
         runs: The runs by name (``retrieve``, ``rerank``).
-        baseline: The zero-shot run; None skips the comparison.
+        baseline: The zero-shot run; None skips that comparison.
         cfg: The config (``evaluate`` cut-offs, test and alpha; ``model.base`` names the
-            baseline).
+            baseline; ``rerank.top_k`` > 0 adds :data:`RERANK_VS_FIRST_STAGE`).
     """
     from irtune.significance import method
 
     out = Evaluation()
     for name, run in runs.items():
         out.metrics[name], out.per_query[name] = evaluate_run(qrels, run, cfg.evaluate)
-    if baseline is None:
-        return out
     alpha = cfg.evaluate.alpha
-    _, zero_shot = evaluate_run(qrels, baseline, cfg.evaluate)
-    out.per_query[ZERO_SHOT] = zero_shot
-    out.significance = {"baseline": f"zero-shot {cfg.model.base}"} | method(cfg.evaluate)
-    for name in runs:
-        out.significance[name] = compare(out.per_query[name], zero_shot, alpha, cfg.evaluate)
-        for metric, result in out.significance[name].items():
-            if result["verdict"] != "no significant difference":
-                log.log(
-                    logging.WARNING if result["verdict"] == "worse" else logging.INFO,
-                    "%s %s is significantly %s than zero-shot: %.4f vs %.4f "
-                    "(delta %+.4f, 95%% CI %+.4f..%+.4f; %s p=%.4g)",
-                    name,
-                    metric,
-                    result["verdict"],
-                    result["value"],
-                    result["baseline"],
-                    result["delta"],
-                    result["ci_low"],
-                    result["ci_high"],
-                    result["test"],
-                    result["p_value"],
-                )
+    if baseline is not None:
+        _, zero_shot = evaluate_run(qrels, baseline, cfg.evaluate)
+        out.per_query[ZERO_SHOT] = zero_shot
+        out.significance = {"baseline": f"zero-shot {cfg.model.base}"} | method(cfg.evaluate)
+        for name in runs:
+            out.significance[name] = compare(out.per_query[name], zero_shot, alpha, cfg.evaluate)
+            _log_verdicts(name, "zero-shot", out.significance[name])
+    if cfg.rerank.top_k > 0 and {"retrieve", "rerank"} <= runs.keys():
+        out.significance = method(cfg.evaluate) | out.significance
+        result = compare(out.per_query["rerank"], out.per_query["retrieve"], alpha, cfg.evaluate)
+        out.significance[RERANK_VS_FIRST_STAGE] = result
+        _log_verdicts("rerank", "its first stage (retrieve)", result)
     return out
+
+
+def _log_verdicts(name: str, against: str, results: dict[str, dict[str, Any]]) -> None:
+    """Log each significant difference: a regression as a warning, a gain as info."""
+    for metric, result in results.items():
+        if result["verdict"] == "no significant difference":
+            continue
+        log.log(
+            logging.WARNING if result["verdict"] == "worse" else logging.INFO,
+            "%s %s is significantly %s than %s: %.4f vs %.4f "
+            "(delta %+.4f, 95%% CI %+.4f..%+.4f; %s p=%.4g)",
+            name,
+            metric,
+            result["verdict"],
+            against,
+            result["value"],
+            result["baseline"],
+            result["delta"],
+            result["ci_low"],
+            result["ci_high"],
+            result["test"],
+            result["p_value"],
+        )

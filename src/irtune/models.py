@@ -153,20 +153,40 @@ def trained_cross_encoder(folder: Path | None) -> str:
     return str(folder)
 
 
-def load_cross_encoder(name_or_path: str, max_length: int, trust_remote_code: bool = False):
-    """Load a CrossEncoder from the hub or a local folder.
+def load_cross_encoder(
+    name_or_path: str,
+    max_length: int,
+    trust_remote_code: bool = False,
+    backend: str = "torch",
+    precision: str = "fp32",
+):
+    """Load a CrossEncoder from the hub or a local folder, for inference on ``backend``
+    (see :func:`irtune.backends.use_backend`).
+
+    Args:
+        name_or_path: Hub id or local folder.
+        max_length: Truncation of each (query, document) pair, in tokens.
+        trust_remote_code: Run code shipped with the model.
+        backend: ``torch``, ``onnx`` or ``openvino`` (``rerank.backend``).
+        precision: ``fp32``; ``int8`` (onnx), ``bf16`` (openvino); ``fp16``/``bf16``
+            (torch on a CUDA GPU) (``rerank.precision``).
 
     Raises:
-        ConfigError: If a local folder holds no loadable model.
+        ConfigError: If a local folder holds no loadable model, or the backend/precision
+            pair is invalid.
     """
     from sentence_transformers import CrossEncoder
 
+    from irtune.backends import use_backend
+
+    check_backend(backend, precision, section="rerank")
     try:
-        return CrossEncoder(
+        model = CrossEncoder(
             resolve(name_or_path), max_length=max_length, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
+    return use_backend(model, backend, precision, section="rerank")
 
 
 def save_model(model, out_dir: Path) -> None:

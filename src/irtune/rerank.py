@@ -160,11 +160,22 @@ def rerank_run(
         raise ValueError("reranking needs the dataset's queries and documents")
     source = trained_cross_encoder(trained) if rc.model == TRAINED else rc.model
     model = load_cross_encoder(
-        source, rc.max_length, trust_remote_code=cfg.rerank.trust_remote_code
+        source,
+        rc.max_length,
+        trust_remote_code=cfg.rerank.trust_remote_code,
+        backend=rc.backend,
+        precision=rc.precision,
     )
     choices: dict[str, Any] = {"top_k": rc.top_k, "fusion": rc.fusion}
     dev_qrels = dataset.qrels.get(cfg.dataset.dev, {}) if cfg.dataset.dev else {}
-    if dev_run and dev_qrels:
+    name, grid = ("ce_weight", rc.fusion_weights) if rc.fusion == "wsum" else ("rrf_k", rc.rrf_ks)
+    if len(set(grid)) == 1 and depth_grid(rc.depths, rc.top_k) == [rc.top_k]:
+        # One depth and one fusion value (e.g. pure reranking: weight 1 at top_k): nothing
+        # to choose, so the dev queries are not scored.
+        log.info("One rerank choice in the grids (depth=%d, %s=%s): not chosen on dev",
+                 rc.top_k, name, grid[0])  # fmt: skip
+        choices |= {"depth": rc.top_k, name: grid[0]}
+    elif dev_run and dev_qrels:
         first_dev = subset(dev_run, dev_qrels)
         scores_dev = rerank(model, first_dev, dataset.queries, dataset.corpus, rc.top_k,
                             rc.batch_size)  # fmt: skip
@@ -173,7 +184,7 @@ def rerank_run(
         name, value = FALLBACK[rc.fusion]
         log.warning("No dev run to choose the rerank fusion on: %s=%s, not chosen", name, value)
         choices |= {"depth": rc.top_k, name: value, "fusion_fallback": "no dev split: not chosen"}
-    value, depth = choices["ce_weight" if rc.fusion == "wsum" else "rrf_k"], choices["depth"]
+    value, depth = choices[name], choices["depth"]
     if rc.fusion == "wsum" and value == 0:
         log.info("Dev chose the first stage's order (ce_weight=0): the test run is not rescored")
         scores = {qid: dict.fromkeys(docs, 0.0) for qid, docs in cut(run, depth).items()}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from irtune.config import Config, TrackingConfig, check_tracking_uri, flatten
+from irtune.evaluate import RERANK_VS_FIRST_STAGE
 from irtune.mirror import is_hub_id
 from irtune.pipeline import repo_root
 
@@ -182,7 +183,8 @@ def build_record(
             each delta, its confidence interval and p-value become metrics
             (``rerank.ndcg_at_10_p_value``...), each verdict a tag, and the test and
             correction behind them the tags ``significance.test`` and
-            ``significance.correction``.
+            ``significance.correction``; the reranked run against its first stage the
+            same way (``rerank_vs_first_stage.*``).
         train_history: The train stage's summary and curves.
         artifacts: Files to attach.
         retrieve_choices: The retrieve stage's ``metrics/retrieve.json``: what it chose on
@@ -203,7 +205,11 @@ def build_record(
         A JSON-serialisable record; ``run_key`` identifies it across retries.
     """
     exp_name = os.environ.get("DVC_EXP_NAME", "")
-    compared = {run: significance[run] for run in ("retrieve", "rerank") if run in significance}
+    compared = {
+        run: significance[run]
+        for run in ("retrieve", "rerank", RERANK_VS_FIRST_STAGE)
+        if run in significance
+    }
     data = data or {}
     retrieve_choices = retrieve_choices or {}
     rerank_choices = rerank_choices or {}
