@@ -113,8 +113,8 @@ sweep: $(STAMP) ## Run a named sweep (SWEEP=losses|batch|epochs|grid, SEEDS, JOB
 report: $(STAMP) ## (Re)write reports/<SWEEP>/ from the sweep's MLflow runs
 	$(BIN)/python -m irtune.sweep report $(SWEEP)
 
-compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank, TEST)
-	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN) --test $(TEST)
+compare: $(STAMP) ## Paired test per query of experiment A against B (A=, B=, RUN=retrieve|rerank, RUN_B=, TEST)
+	$(BIN)/python -m irtune.compare $(A) $(B) --run $(RUN) $(if $(RUN_B),--run-b $(RUN_B)) --test $(TEST)
 
 regress: $(STAMP) ## Check results.yaml: read or run each row, OK/FAIL per metric (ROW=, RERUN=1, OVERRIDES)
 	$(BIN)/python -m irtune.regress --results $(RESULTS_FILE) \

@@ -51,3 +51,22 @@ def test_a_side_may_list_a_recipes_seeds(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "| ndcg_at_10 | 0.2200 | 0.2000 | +0.0200 | [+0.0200, +0.0200] |" in table, table
     with pytest.raises(IrtuneError, match=r"s1: no 'retrieve' run"):
         cmp.compare_experiments("s1", "base")
+
+
+def test_one_experiments_rerank_against_its_first_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make compare A=x B=x RUN=rerank RUN_B=retrieve`: the same experiment on both sides,
+    its reranked run tested against the first stage it reranked."""
+    import irtune.compare as cmp
+
+    first = {f"q{i}": {"ndcg_at_10": 0.05 * (i % 7)} for i in range(30)}
+    runs = {
+        "x": {
+            "retrieve": first,
+            "rerank": {q: {"ndcg_at_10": v["ndcg_at_10"] + 0.03} for q, v in first.items()},
+        }
+    }
+    monkeypatch.setattr(cmp, "load_per_query", lambda name, root=None: runs[name])
+    result = cmp.compare_experiments("x", "x", run="rerank", run_b="retrieve")["ndcg_at_10"]
+    assert result["verdict"] == "better" and result["delta"] == pytest.approx(0.03), result
+    same = cmp.compare_experiments("x", "x", run="rerank")["ndcg_at_10"]
+    assert same["delta"] == 0.0 and same["verdict"] == "no significant difference", same

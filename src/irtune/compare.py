@@ -7,6 +7,7 @@ needs the same paired test between any two runs::
     python -m irtune.compare cpu-best zero-shot-prf          # or: make compare A=... B=...
     python -m irtune.compare cpu-best workspace --run rerank
     python -m irtune.compare seed42,seed43,seed44 zero-shot  # a recipe's seed replicates
+    python -m irtune.compare my-exp my-exp --run rerank --run-b retrieve  # did reranking pay?
 
 Each side is a DVC experiment name (as ``dvc exp show`` lists it), any git revision, or
 ``workspace``; or a comma-separated list of them, the replicates of one recipe over seeds,
@@ -64,28 +65,33 @@ def compare_experiments(
     alpha: float = 0.05,
     root: Path = Path("."),
     cfg: EvaluateConfig | None = None,
+    run_b: str | None = None,
 ) -> dict[str, dict[str, float | str]]:
-    """Paired test per metric of ``a``'s ``run`` against ``b``'s (``b`` is the baseline).
+    """Paired test per metric of ``a``'s ``run`` against ``b``'s ``run_b`` (``b`` is the
+    baseline; ``run_b`` None: ``run``). One experiment's reranked run against its own first
+    stage is ``a == b``, ``run="rerank"``, ``run_b="retrieve"``.
 
     Either side may be a comma-separated list of experiments: a recipe's replicates over
     seeds (see :func:`irtune.significance.compare_replicates`).
 
     Raises:
-        IrtuneError: If a side lacks ``run`` or the two were scored on different queries.
+        IrtuneError: If a side lacks its run or the two were scored on different queries.
     """
     from irtune.significance import compare_replicates
 
-    sides: dict[str, list] = {}
-    for side in (a, b):
-        sides[side] = []
+    sides: list[list] = []
+    for side, side_run in ((a, run), (b, run_b or run)):
+        sides.append([])
         for name in [n.strip() for n in side.split(",") if n.strip()]:
             data = load_per_query(name, root)
-            if run not in data:
-                raise IrtuneError(f"{name}: no {run!r} run in its per-query metrics ({list(data)})")
-            sides[side].append(data[run])
+            if side_run not in data:
+                raise IrtuneError(
+                    f"{name}: no {side_run!r} run in its per-query metrics ({list(data)})"
+                )
+            sides[-1].append(data[side_run])
     seeds = any("," in side for side in (a, b))
     try:
-        return compare_replicates(sides[a], sides[b], alpha, cfg, seeds=seeds)
+        return compare_replicates(sides[0], sides[1], alpha, cfg, seeds=seeds)
     except ValueError as exc:
         raise IrtuneError(f"{a} vs {b}: {exc}") from None
 
@@ -126,15 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("b", help="the one to compare against (the baseline), likewise")
     parser.add_argument("--run", default="retrieve", choices=["retrieve", "rerank"])
+    parser.add_argument(
+        "--run-b", choices=["retrieve", "rerank"], help="b's run (default: --run's)"
+    )
     parser.add_argument("--alpha", type=float, default=defaults.alpha)
     parser.add_argument("--test", default=defaults.test, choices=["permutation", "ttest"])
     args = parser.parse_args(argv)
     cfg = EvaluateConfig(alpha=args.alpha, test=args.test)
     try:
-        result = compare_experiments(args.a, args.b, args.run, args.alpha, cfg=cfg)
+        result = compare_experiments(
+            args.a, args.b, args.run, args.alpha, cfg=cfg, run_b=args.run_b
+        )
     except IrtuneError as exc:
         parser.exit(2, f"error: {exc}\n")
-    sys.stdout.write(markdown(args.a, args.b, args.run, result, cfg) + "\n")
+    run = args.run if args.run_b in (None, args.run) else f"{args.run} vs {args.run_b}"
+    sys.stdout.write(markdown(args.a, args.b, run, result, cfg) + "\n")
     return 0
 
 
