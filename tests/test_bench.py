@@ -153,6 +153,21 @@ def test_gpu_section_says_why_it_skipped(quick: dict) -> None:
     assert set(gpu) == {"skipped", "load_before", "load_after", "wall_s"}, gpu
 
 
+def test_gpu_table_reads_what_the_gpu_section_writes(quick: dict) -> None:
+    """On a GPU the section is the train (bf16, scored) and encode sections' figures: the
+    table reads every key it prints from them (no GPU here to run it for real)."""
+    sections = quick["sections"]
+    train = sections["train"] | {
+        "precision": "bf16",
+        "test_ndcg_at_10": {"irtune": 0.3, "plain": 0.3},
+    }
+    lines = _bench().gpu_table(
+        {"device": "GPU", "device_count": 1, "train": train, "encode": sections["encode"]}
+    )
+    assert any("bf16: irtune" in line and "ratio" in line for line in lines), lines
+    assert sum("docs/s  NDCG@10" in line for line in lines) == len(sections["encode"]["backends"])
+
+
 def test_index_section(quick: dict) -> None:
     index = quick["sections"]["index"]
     _load(index)
