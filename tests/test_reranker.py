@@ -37,6 +37,9 @@ def test_the_stage_trains_a_cross_encoder_that_reranks(
     assert summary["trained"] is True, summary
     assert summary["positives"] == positives
     assert positives < summary["pairs"] <= 3 * positives, summary  # up to 2 negatives each
+    # The positives weigh as much as the negatives mined, whatever the miner dropped.
+    assert summary["negatives"] == summary["pairs"] - positives, summary
+    assert summary["pos_weight"] == pytest.approx(summary["negatives"] / positives), summary
     assert summary["steps"] == -(-summary["pairs"] // 8), summary  # one epoch of batches of 8
     model = load_cross_encoder(str(ws.path("data/reranker")), 64)
     assert model.num_labels == 1

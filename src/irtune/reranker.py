@@ -4,9 +4,10 @@ stage when ``rerank.model`` is ``trained``.
 Sentence Transformers' reranker recipe: each train positive with ``reranker.num_negatives``
 hard negatives mined by the base bi-encoder (the prepare stage's miner, so a negative is
 never a known positive of its query), as ``(query, passage, label)`` pairs; binary
-cross-entropy with the positives weighted by the negative count; ``CrossEncoderTrainer``
-from ``reranker.base`` (by default the base bi-encoder's own transformer under a new
-one-logit head). It reranks at inference only: the bi-encoder never learns from it.
+cross-entropy with the positives weighted by the negatives actually mined per positive;
+``CrossEncoderTrainer`` from ``reranker.base`` (by default the base bi-encoder's own
+transformer under a new one-logit head). It reranks at inference only: the bi-encoder never
+learns from it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from irtune.beir import BeirDataset, doc_text
 from irtune.config import Config, EncodeConfig, PrepareConfig, TrainConfig
+from irtune.errors import DataError
 from irtune.io import atomic_path
 from irtune.mirror import resolve
 from irtune.models import NOT_TRAINED, TRAINED
@@ -72,7 +74,10 @@ def train_reranker(dataset: BeirDataset, cfg: Config, out_dir: Path) -> dict[str
 
     Returns:
         The stage's summary (``metrics/reranker.json``): ``trained``, and the pair counts,
-        steps, final loss and wall time, or the reason.
+        the positives' weight, steps, final loss and wall time, or the reason.
+
+    Raises:
+        DataError: If mining left no negative (or there is no positive) to train on.
     """
     reason = wanted(cfg)
     if reason:
@@ -95,7 +100,23 @@ def train_reranker(dataset: BeirDataset, cfg: Config, out_dir: Path) -> dict[str
     start = time.perf_counter()
     rows = training_pairs(dataset, cfg)
     positives = sum(label == 1.0 for _, _, label in rows)
-    log.info("Training the cross-encoder on %d pairs (%d positives)", len(rows), positives)
+    negatives = len(rows) - positives
+    if not positives or not negatives:
+        raise DataError(
+            f"the cross-encoder needs positives and negatives; mining gave {positives} "
+            f"positives and {negatives} negatives (reranker.max_pairs, "
+            "reranker.mine_relative_margin)"
+        )
+    # The positives weigh as much as the negatives together: with num_negatives each, the
+    # loss's pos_weight is num_negatives (Sentence Transformers' reranker recipe), but the
+    # miner drops candidates that are known positives or too close to the positive, so the
+    # weight is the count actually mined. A fixed weight over fewer negatives makes
+    # "relevant" the cheapest answer to every pair.
+    pos_weight = negatives / positives
+    log.info(
+        "Training the cross-encoder on %d pairs (%d positives, %d negatives; pos_weight %.3f)",
+        len(rows), positives, negatives, pos_weight,
+    )  # fmt: skip
     base = resolve(rc.base or cfg.model.base)
     model = CrossEncoder(
         base,
@@ -104,7 +125,7 @@ def train_reranker(dataset: BeirDataset, cfg: Config, out_dir: Path) -> dict[str
         trust_remote_code=cfg.model.trust_remote_code,
         device="cpu" if not torch.cuda.is_available() else None,
     )
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(rc.num_negatives)))
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
     train = datasets.Dataset.from_dict(
         {
             "query": [q for q, _, _ in rows],
@@ -135,6 +156,8 @@ def train_reranker(dataset: BeirDataset, cfg: Config, out_dir: Path) -> dict[str
         "base": rc.base or cfg.model.base,
         "pairs": len(rows),
         "positives": positives,
+        "negatives": negatives,
+        "pos_weight": round(pos_weight, 6),
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 6),
         "train_seconds": round(time.perf_counter() - start, 1),
