@@ -97,6 +97,11 @@ def combine(first: Run, scores: Run, method: str, param: float, depth: int, top_
     return out
 
 
+def fusion_grid(rc: RerankConfig) -> tuple[str, list]:
+    """The fusion value's name (``ce_weight`` for wsum, ``rrf_k`` for rrf) and its grid."""
+    return ("ce_weight", rc.fusion_weights) if rc.fusion == "wsum" else ("rrf_k", rc.rrf_ks)
+
+
 def choose(
     first_dev: Run, scores_dev: Run, dev_qrels: Qrels, rc: RerankConfig, ndcg_k: int
 ) -> dict[str, Any]:
@@ -107,7 +112,7 @@ def choose(
         ``depth``, ``ce_weight`` (wsum) or ``rrf_k`` (rrf), ``dev_ndcg_at_<k>`` (the first
         stage, pure reranking of ``top_k`` and the choice) and ``..._grid`` (every pair).
     """
-    name, grid = ("ce_weight", rc.fusion_weights) if rc.fusion == "wsum" else ("rrf_k", rc.rrf_ks)
+    name, grid = fusion_grid(rc)
     metric = f"ndcg_at_{ndcg_k}"
 
     def score(depth: int, value: float) -> float:
@@ -168,7 +173,7 @@ def rerank_run(
     )
     choices: dict[str, Any] = {"top_k": rc.top_k, "fusion": rc.fusion}
     dev_qrels = dataset.qrels.get(cfg.dataset.dev, {}) if cfg.dataset.dev else {}
-    name, grid = ("ce_weight", rc.fusion_weights) if rc.fusion == "wsum" else ("rrf_k", rc.rrf_ks)
+    name, grid = fusion_grid(rc)
     if len(set(grid)) == 1 and depth_grid(rc.depths, rc.top_k) == [rc.top_k]:
         # One depth and one fusion value (e.g. pure reranking: weight 1 at top_k): nothing
         # to choose, so the dev queries are not scored.
