@@ -602,3 +602,25 @@ def test_logging_a_model_leaves_no_store_behind(
     _evaluate(root, params)
     assert len(_runs(params["tracking"]["uri"])) == 1
     assert "MLFLOW_TRACKING_URI" not in os.environ, os.environ["MLFLOW_TRACKING_URI"]
+
+
+def test_an_experiment_created_meanwhile_is_joined_not_failed(tmp_path: Path) -> None:
+    """Two queue workers logging their first runs at once both find no experiment, and both
+    create it: the one that loses the race joins the experiment the other made (the e2e
+    team-server queue spooled a run on this). The race window is forced: the store is real,
+    only the first lookup is answered as if made just before the other worker's create."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    made = MlflowClient(tracking_uri=uri).create_experiment(EXPERIMENT)
+
+    class LateClient(MlflowClient):
+        looked = 0
+
+        def get_experiment_by_name(self, name: str):
+            self.looked += 1
+            return None if self.looked == 1 else super().get_experiment_by_name(name)
+
+    client = LateClient(tracking_uri=uri)
+    assert tracking.experiment_id(client, EXPERIMENT, uri) == made
+    assert client.looked == 2
